@@ -1,0 +1,133 @@
+"""DER -> the fields people and metrics need, computed once per certificate."""
+
+from __future__ import annotations
+
+import hashlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
+
+from agent.model import CertInfo
+
+_SHA256 = hashes.SHA256()
+
+
+def spki_sha256(cert: x509.Certificate) -> str:
+    der = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(_SHA256).hex()
+
+
+def common_name(name: x509.Name) -> str:
+    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if attrs:
+        value = attrs[0].value
+        return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return name.rfc4514_string()
+
+
+def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ()
+    names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return tuple(names)
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def sct_count(cert: x509.Certificate) -> int:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.PrecertificateSignedCertificateTimestamps)
+    except (x509.ExtensionNotFound, ValueError):
+        return 0
+    return len(ext.value)
+
+
+def key_description(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA-{key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC-{key.curve.name}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448"
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"DSA-{key.key_size}"
+    return type(key).__name__
+
+
+def describe(cert: x509.Certificate, position: int, expected: bool = False) -> CertInfo:
+    try:
+        sig = cert.signature_algorithm_oid._name
+    except Exception:  # unknown OIDs have no name; the dotted form is still evidence
+        sig = cert.signature_algorithm_oid.dotted_string
+    return CertInfo(
+        position=position,
+        subject=_rfc4514(cert.subject),
+        issuer=_rfc4514(cert.issuer),
+        subject_cn=common_name(cert.subject),
+        issuer_cn=common_name(cert.issuer),
+        serial=format(cert.serial_number, "X"),
+        sha256=fingerprint(cert),
+        spki_sha256=spki_sha256(cert),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        dns_names=dns_names(cert),
+        is_ca=is_ca(cert),
+        self_signed=cert.subject == cert.issuer,
+        sct_count=sct_count(cert),
+        key=key_description(cert),
+        signature_algorithm=sig,
+        pem=cert.public_bytes(Encoding.PEM).decode("ascii"),
+        expected=expected,
+    )
+
+
+def _rfc4514(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:
+        return repr(name)
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """A PEM bundle or concatenated DER certificates (what investigators save from captures)."""
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return x509.load_pem_x509_certificates(data)
+    certs: list[x509.Certificate] = []
+    rest = data
+    while rest:
+        length = _der_length(rest)
+        certs.append(x509.load_der_x509_certificate(rest[:length]))
+        rest = rest[length:]
+    if not certs:
+        raise ValueError("no certificate found")
+    return certs
+
+
+def _der_length(data: bytes) -> int:
+    if len(data) < 2 or data[0] != 0x30:
+        raise ValueError("not a DER certificate (expected an ASN.1 SEQUENCE)")
+    first = data[1]
+    if first < 0x80:
+        return 2 + first
+    n = first & 0x7F
+    if n == 0 or n > 4 or len(data) < 2 + n:
+        raise ValueError("bad DER length")
+    return 2 + n + int.from_bytes(data[2 : 2 + n], "big")

@@ -1,0 +1,145 @@
+"""Path validation with cryptography's verifier: to the profile's anchors, and to this host's trust store.
+
+The questions are asked in an order that separates the causes a user must tell apart: does the chain
+lead to the anchors at all (no: interception), is the leaf valid now (no: expired), is it for this
+name (no: wrong certificate).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509 import verification as v
+
+from agent.analysis.certs import dns_names, fingerprint
+
+# What a local OpenSSL client would accept: any extensions, as long as CAs say they are CAs.
+_LENIENT_CA = v.ExtensionPolicy.permit_all().require_present(
+    x509.BasicConstraints, v.Criticality.AGNOSTIC, None
+)
+_LENIENT_EE = v.ExtensionPolicy.permit_all().require_present(
+    x509.SubjectAlternativeName, v.Criticality.AGNOSTIC, None
+)
+
+
+class PathStatus(enum.StrEnum):
+    VALID = "valid"
+    NAME_MISMATCH = "name_mismatch"
+    EXPIRED = "expired"  # the leaf
+    NOT_YET_VALID = "not_yet_valid"  # the leaf
+    CHAIN_EXPIRED = "chain_expired"  # an intermediate
+    UNTRUSTED = "untrusted"  # no path to the anchors: interception, or a foreign CA
+    NO_CERTIFICATE = "no_certificate"
+
+
+@dataclass(frozen=True, slots=True)
+class PathResult:
+    status: PathStatus
+    path: tuple[x509.Certificate, ...] = ()  # leaf first, anchor last
+    error: str = ""
+    completed_from: tuple[x509.Certificate, ...] = ()  # intermediates the server did not send
+    matched_name: str = ""  # the host, or the profile name the leaf carries
+
+
+def validate(
+    chain: Sequence[x509.Certificate],
+    store: v.Store,
+    at: dt.datetime,
+    host: str,
+    allowed_names: Sequence[str] = (),
+    extra_intermediates: Sequence[x509.Certificate] = (),
+    permissive: bool = False,
+) -> PathResult:
+    if not chain:
+        return PathResult(PathStatus.NO_CERTIFICATE, error="no certificate presented")
+    leaf, presented = chain[0], list(chain[1:])
+    intermediates = presented + [c for c in extra_intermediates if c not in presented]
+    own_name = _leaf_subject(leaf, host)
+
+    def attempt(when: dt.datetime, subject: v.DNSName | v.IPAddress) -> list[x509.Certificate]:
+        builder = v.PolicyBuilder().store(store).time(when).max_chain_depth(8)
+        if permissive:
+            builder = builder.extension_policies(ca_policy=_LENIENT_CA, ee_policy=_LENIENT_EE)
+        return builder.build_server_verifier(subject).verify(leaf, intermediates)
+
+    try:
+        path = attempt(at, own_name)
+    except v.VerificationError as exc:
+        return _why_not(leaf, at, own_name, attempt, str(exc))
+    sent = {fingerprint(c) for c in chain}
+    completed = tuple(c for c in path[1:-1] if fingerprint(c) not in sent)
+    name = _name_match(leaf, host, allowed_names, lambda s: attempt(at, s))
+    if name is None:
+        return PathResult(PathStatus.NAME_MISMATCH, tuple(path), f"certificate is not for {host}", completed)
+    return PathResult(PathStatus.VALID, tuple(path), "", completed, name)
+
+
+def _why_not(leaf, at, own_name, attempt, error: str) -> PathResult:  # type: ignore[no-untyped-def]
+    """The path failed now; if it holds at the moment nearest to now inside the leaf's validity, time is
+    the only problem."""
+    lo, hi = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    second = dt.timedelta(seconds=1)
+    nearest = min(max(at, lo + second), hi - second) if hi - lo > 2 * second else lo
+    try:
+        path = tuple(attempt(nearest, own_name))
+    except v.VerificationError:
+        return PathResult(PathStatus.UNTRUSTED, error=_short(error))
+    if at > hi:
+        return PathResult(PathStatus.EXPIRED, path, f"leaf expired {hi:%Y-%m-%d %H:%M} UTC")
+    if at < lo:
+        return PathResult(PathStatus.NOT_YET_VALID, path, f"leaf not valid before {lo:%Y-%m-%d %H:%M} UTC")
+    return PathResult(PathStatus.CHAIN_EXPIRED, path, _short(error))
+
+
+def _name_match(leaf, host, allowed, check) -> str | None:  # type: ignore[no-untyped-def]
+    """The target host through the verifier's own name check, else a profile name the leaf carries."""
+    try:
+        check(_subject(host))
+        return host
+    except (v.VerificationError, ValueError):
+        pass
+    carried = dns_names(leaf)
+    for pattern in allowed:
+        if any(names_overlap(pattern, n) for n in carried):
+            return pattern
+    return None
+
+
+def names_overlap(a: str, b: str) -> bool:
+    """True if a name (or wildcard) in a profile and a name (or wildcard) in a certificate meet."""
+    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
+    if a == b:
+        return True
+    for w, n in ((a, b), (b, a)):
+        if w.startswith("*.") and "." in n and not n.startswith("*.") and n.split(".", 1)[1] == w[2:]:
+            return True
+    return False
+
+
+def _subject(host: str) -> v.DNSName | v.IPAddress:
+    try:
+        return v.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return v.DNSName(host)
+
+
+def _leaf_subject(leaf: x509.Certificate, host: str) -> v.DNSName | v.IPAddress:
+    """A name the leaf itself carries, so that the first question is about the path, not the name."""
+    for name in dns_names(leaf):
+        if name.startswith("*."):
+            return v.DNSName("relaywatch-probe" + name[1:])
+        try:
+            return _subject(name)
+        except ValueError:
+            continue
+    return _subject(host)
+
+
+def _short(error: str) -> str:
+    """cryptography appends the whole certificate repr; the reason is what a person reads."""
+    return error.split(" (encountered processing", 1)[0].removeprefix("validation failed: ")

@@ -1,0 +1,98 @@
+"""Naming the product behind an interception, from the data file agent/data/interceptors.yml."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import yaml
+from cryptography import x509
+
+from agent.analysis.certs import spki_sha256
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    product: str
+    vendor: str
+    kind: str
+    smtp: str
+    patterns: tuple[re.Pattern[str], ...]
+    strip_patterns: tuple[re.Pattern[str], ...]
+    processes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    product: Product | None  # None: unknown product
+    ca: x509.Certificate | None  # the certificate that names it (None if the CA was not presented)
+    ca_subject: str
+    matched: str
+
+
+@functools.cache
+def products() -> tuple[Product, ...]:
+    text = (resources.files("agent") / "data" / "interceptors.yml").read_text(encoding="utf-8")
+    out = []
+    for entry in yaml.safe_load(text)["products"]:
+        out.append(
+            Product(
+                product=entry["product"],
+                vendor=entry["vendor"],
+                kind=entry["kind"],
+                smtp=str(entry.get("smtp", "unconfirmed")),
+                patterns=tuple(re.compile(p, re.IGNORECASE) for p in entry.get("patterns") or ()),
+                strip_patterns=tuple(re.compile(p) for p in entry.get("strip_patterns") or ()),
+                processes=tuple(entry.get("processes") or ()),
+            )
+        )
+    return tuple(out)
+
+
+def identify(chain: Sequence[x509.Certificate]) -> Match:
+    """Match the issuing side of a chain that did not validate; fall back to the CA that signed the leaf."""
+    if not chain:
+        return Match(None, None, "", "no certificate")
+    leaf, upper = chain[0], list(chain[1:])
+    candidates: list[tuple[str, x509.Certificate | None]] = [(_name(leaf.issuer), _issuer_cert(leaf, upper))]
+    for cert in upper:
+        candidates += [(_name(cert.subject), cert), (_name(cert.issuer), _issuer_cert(cert, upper))]
+    for product in products():
+        for text, cert in candidates:
+            for pattern in product.patterns:
+                if pattern.search(text):
+                    return Match(
+                        product, cert, text if cert is None else _name(cert.subject), pattern.pattern
+                    )
+    ca = _issuer_cert(leaf, upper) or (leaf if leaf.issuer == leaf.subject else None)
+    subject = _name(ca.subject) if ca is not None else _name(leaf.issuer)
+    return Match(None, ca, subject, "issuer of the leaf (no product pattern matched)")
+
+
+def identify_stripper(capabilities: Sequence[str], reply: str | None) -> Product | None:
+    texts = [c.split()[0] for c in capabilities if c.split()] + ([reply] if reply else [])
+    for product in products():
+        if product.strip_patterns and all(any(p.search(t) for t in texts) for p in product.strip_patterns):
+            return product
+    return None
+
+
+def ca_spki(match: Match) -> str:
+    return spki_sha256(match.ca) if match.ca is not None else ""
+
+
+def _issuer_cert(cert: x509.Certificate, pool: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    for candidate in pool:
+        if candidate.subject == cert.issuer and candidate is not cert:
+            return candidate
+    return None
+
+
+def _name(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:
+        return repr(name)

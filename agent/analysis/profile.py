@@ -1,0 +1,132 @@
+"""Trust profiles: what a legitimate chain for a relay looks like, as a YAML file with PEM files beside it."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.x509.verification import Store
+
+from agent.analysis.certs import spki_sha256
+
+TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
+# OpenSSL's names for the negotiated version -> the profile's spelling
+NEGOTIATED = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "0.3"}
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TrustProfile:
+    name: str
+    version: str
+    source: str
+    anchors: tuple[x509.Certificate, ...]
+    intermediates: tuple[x509.Certificate, ...]
+    names: tuple[str, ...]  # empty: the target host only
+    min_tls_version: str
+    require_starttls: bool
+    store: Store
+    known_spki: frozenset[str]  # anchors' and intermediates' keys, to mark presented certs as expected
+
+    def tls_version_ok(self, negotiated: str) -> bool:
+        version = NEGOTIATED.get(negotiated)
+        return version is not None and version >= self.min_tls_version
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("agent") / "data" / "profiles"))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.yml"))
+
+
+def load_profile(spec: str) -> TrustProfile:
+    """`spec` is a built-in name or a path to a YAML file."""
+    path = Path(spec)
+    if not path.is_file():
+        candidate = builtin_dir() / f"{spec}.yml"
+        if os.sep in spec or spec.endswith((".yml", ".yaml")) or not candidate.is_file():
+            raise ProfileError(
+                f"profile {spec!r}: no such file or built-in profile (built-in: {', '.join(builtin_names())})"
+            )
+        path = candidate
+    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(path: str, _mtime: int) -> TrustProfile:
+    return _parse(Path(path))
+
+
+def _parse(path: Path) -> TrustProfile:
+    where = str(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{where}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"{where}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{where}: expected a mapping with name, version, anchors")
+    name = _string(doc, "name", where, required=True)
+    version = str(doc.get("version", ""))
+    anchors = _certs(doc, "anchors", path, required=True)
+    intermediates = _certs(doc, "intermediates", path, required=False)
+    names = doc.get("names") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ProfileError(f"{where}: 'names' must be a list of host names")
+    min_tls = str(doc.get("min_tls_version", "1.2"))
+    if min_tls not in TLS_VERSIONS:
+        raise ProfileError(f"{where}: min_tls_version {min_tls!r} is not one of {', '.join(TLS_VERSIONS)}")
+    require = doc.get("require_starttls", True)
+    if not isinstance(require, bool):
+        raise ProfileError(f"{where}: require_starttls must be true or false")
+    return TrustProfile(
+        name=name,
+        version=version,
+        source=where,
+        anchors=tuple(anchors),
+        intermediates=tuple(intermediates),
+        names=tuple(n.lower().rstrip(".") for n in names),
+        min_tls_version=min_tls,
+        require_starttls=require,
+        store=Store(anchors),
+        known_spki=frozenset(spki_sha256(c) for c in [*anchors, *intermediates]),
+    )
+
+
+def _string(doc: dict[str, Any], key: str, where: str, required: bool) -> str:
+    value = doc.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value:
+        raise ProfileError(f"{where}: '{key}' must be a non-empty string")
+    return value
+
+
+def _certs(doc: dict[str, Any], key: str, path: Path, required: bool) -> list[x509.Certificate]:
+    entries = doc.get(key) or []
+    if not isinstance(entries, list) or (required and not entries):
+        raise ProfileError(f"{path}: '{key}' must be a {'non-empty ' if required else ''}list of PEM files")
+    certs: list[x509.Certificate] = []
+    for entry in entries:
+        file = (path.parent / str(entry)).resolve()
+        try:
+            certs.extend(x509.load_pem_x509_certificates(file.read_bytes()))
+        except OSError as exc:
+            raise ProfileError(f"{path}: {key} entry {entry!r}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise ProfileError(f"{path}: {key} entry {entry!r}: not a PEM certificate ({exc})") from exc
+    return certs

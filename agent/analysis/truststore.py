@@ -1,0 +1,92 @@
+"""This host's own trust store (what local mail clients trust), loaded once and reloaded when it changes.
+
+OpenSSL's default paths, honouring SSL_CERT_FILE / SSL_CERT_DIR like every OpenSSL client does.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.verification import Store
+
+from agent.analysis.certs import spki_sha256
+
+_PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HostStore:
+    source: str
+    certificates: tuple[x509.Certificate, ...]
+    store: Store | None  # None when the host has no trust store at all
+    spki: frozenset[str]
+
+    def contains(self, cert: x509.Certificate) -> bool:
+        return spki_sha256(cert) in self.spki
+
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, ...], tuple[tuple[int, ...], HostStore]] = {}
+
+
+def store_paths() -> list[Path]:
+    """The CA file if there is one, else the files of the CA directory."""
+    paths = ssl.get_default_verify_paths()
+    for file in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
+        if file and Path(file).is_file():
+            return [Path(file)]
+    for directory in (os.environ.get("SSL_CERT_DIR"), paths.capath, paths.openssl_capath):
+        if directory and Path(directory).is_dir():
+            return sorted(p for p in Path(directory).iterdir() if p.is_file())[:5000]
+    return []
+
+
+def host_store() -> HostStore:
+    paths = store_paths()
+    key = tuple(str(p) for p in paths)
+    stamp = tuple(p.stat().st_mtime_ns for p in paths)
+    with _lock:
+        hit = _cache.get(key)
+        if hit and hit[0] == stamp:
+            return hit[1]
+        certs = _read(paths)
+        loaded = HostStore(
+            source=", ".join(key[:3]) + (" ..." if len(key) > 3 else "") or "(none)",
+            certificates=tuple(certs),
+            store=Store(certs) if certs else None,
+            spki=frozenset(spki_sha256(c) for c in certs),
+        )
+        _cache.clear()
+        _cache[key] = (stamp, loaded)
+        return loaded
+
+
+def _read(paths: list[Path]) -> list[x509.Certificate]:
+    """One bad entry must not hide the rest of the store: parse certificate by certificate."""
+    certs: list[x509.Certificate] = []
+    seen: set[bytes] = set()
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for block in data.split(_PEM_BEGIN)[1:]:
+            pem = (
+                _PEM_BEGIN + block.split(b"-----END CERTIFICATE-----", 1)[0] + b"-----END CERTIFICATE-----\n"
+            )
+            try:
+                with warnings.catch_warnings():  # old roots with odd serials are still roots
+                    warnings.simplefilter("ignore")
+                    cert = x509.load_pem_x509_certificate(pem)
+            except ValueError:
+                continue
+            if pem not in seen:
+                seen.add(pem)
+                certs.append(cert)
+    return certs

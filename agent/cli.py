@@ -1,0 +1,169 @@
+"""The `relaywatch` command: check, analyze, demo."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.analysis.certs import dns_names, load_certificates
+from agent.analysis.profile import ProfileError, TrustProfile, load_profile
+from agent.analysis.verdict import analyze
+from agent.export.report import VERDICT_TEXT, render, safe
+from agent.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, TLSSession, Verdict
+from agent.pipeline import check_all
+from agent.probe import ProbeOptions
+from agent.probe.limits import Limits
+from agent.target import Target, TargetError, parse_target
+
+EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="relaywatch",
+        description="Detect TLS interception, STARTTLS stripping and downgrades on the path to a mail relay.",
+    )
+    p.add_argument("--version", action="version", version=f"relaywatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="probe targets now and print verdicts")
+    c.add_argument(
+        "targets",
+        nargs="+",
+        metavar="TARGET",
+        help="host[:port] or smtp://, smtps://, imap://, imaps://, pop3://, pop3s://, tls:// URL",
+    )
+    c.add_argument("--profile", default="microsoft365", help="trust profile: built-in name or YAML path")
+    c.add_argument("--json", action="store_true", help="print a JSON list of results")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds per probe (default 10)")
+    c.add_argument("--ehlo-name", help="name for EHLO (default: this host's FQDN)")
+    c.add_argument("--address-family", choices=("4", "6", "any"), default="any")
+    c.add_argument("--first-address", action="store_true", help="probe only the first address of each host")
+    c.add_argument("--transcript", action="store_true", help="show the protocol transcript")
+
+    a = sub.add_parser("analyze", help="judge a saved chain (PEM bundle or concatenated DER), offline")
+    a.add_argument("file", type=Path)
+    a.add_argument("--profile", default="microsoft365")
+    a.add_argument("--host", help="the name the certificate must be for (default: the leaf's first name)")
+    a.add_argument("--at", help="judge at this time (ISO 8601, default now)")
+    a.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="run the loopback lab and show every verdict")
+    d.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"check": _check, "analyze": _analyze, "demo": _demo}[args.command](args)
+    except (UsageError, ProfileError, TargetError) as exc:
+        print(f"relaywatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `relaywatch check ... | head`
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def _emit(results: list[ProbeResult], as_json: bool, transcript: bool = False) -> int:
+    if as_json:
+        json.dump([r.to_dict() for r in results], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render(results, transcript))
+    return EXIT_OK if results and all(r.verdict is Verdict.OK for r in results) else EXIT_FINDING
+
+
+def _check(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout <= 300:
+        raise UsageError("--timeout must be between 0 and 300 seconds")
+    profile = load_profile(args.profile)
+    targets = [parse_target(t) for t in args.targets]
+    limits = Limits(timeout=args.timeout, phase_timeout=min(args.timeout, Limits.phase_timeout))
+    options = ProbeOptions(
+        limits=limits,
+        ehlo_name=args.ehlo_name,
+        address_family=args.address_family,
+        first_address=args.first_address,
+    )
+    if args.ehlo_name and not all(ch.isalnum() or ch in "-.[]:" for ch in args.ehlo_name):
+        raise UsageError(f"--ehlo-name {args.ehlo_name!r} is not a host name or address literal")
+    return _emit(check_all([(t, profile) for t in targets], options), args.json, args.transcript)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{args.file}: {exc.strerror}") from exc
+    try:
+        chain = load_certificates(data)
+    except ValueError as exc:
+        raise UsageError(f"{args.file}: not a PEM bundle or DER certificates ({exc})") from exc
+    at = _parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
+    host = args.host or next(iter(dns_names(chain[0])), "") or "unknown.invalid"
+    target = parse_target(f"tls://{host.replace('*', 'wildcard')}:443")
+    result = analyze_chain(chain, target, profile, at)
+    return _emit([result], args.json)
+
+
+def analyze_chain(chain: list, target: Target, profile: TrustProfile, at: dt.datetime) -> ProbeResult:  # type: ignore[type-arg]
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    tls = TLSSession("", "", None, None, tuple(c.public_bytes(Encoding.DER) for c in chain))
+    record = ProbeRecord(target, None, at, {}, (), StartTLS(StartTLSState.NOT_APPLICABLE), tls, None)
+    return ProbeResult(record, analyze(record, profile, at))
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"--at {text!r} is not an ISO 8601 date or time") from exc
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.lab.demo import running_lab
+
+    with running_lab() as lab:
+        pairs = [(parse_target(s.target), lab.profile) for s in lab.scenarios]
+        results = check_all(
+            pairs, ProbeOptions(limits=Limits(timeout=5, phase_timeout=5), first_address=True)
+        )
+        if args.json:
+            json.dump(
+                [{"scenario": s.name, **r.to_dict()} for s, r in zip(lab.scenarios, results, strict=True)],
+                sys.stdout,
+                indent=2,
+            )
+            sys.stdout.write("\n")
+        else:
+            print(f"relaywatch demo: a lab on loopback, probed with the lab profile ({lab.directory})\n")
+            print(f"{'scenario':16} {'verdict':20} {'starttls':14} {'tls':8} {'interceptor':28} what")
+            for s, r in zip(lab.scenarios, results, strict=True):
+                i = r.analysis.interceptor
+                who = safe(i.product, 28) if i else "-"
+                tls = r.record.tls.version if r.record.tls else "-"
+                flag = "" if r.verdict is s.expected else f"   (expected {s.expected})"
+                print(
+                    f"{s.name:16} {r.verdict:20} {r.record.starttls.state:14} {tls:8} {who:28} {s.what}{flag}"
+                )
+            print("\nWhat each verdict means:")
+            for v in dict.fromkeys(r.verdict for r in results):
+                print(f"  {v}: {VERDICT_TEXT[v][0]}")
+            print("\nFull evidence for one probe: relaywatch check --profile PROFILE --transcript TARGET")
+        ok = all(r.verdict is s.expected for s, r in zip(lab.scenarios, results, strict=True))
+        return EXIT_OK if ok else EXIT_FINDING

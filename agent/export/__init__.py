@@ -1,0 +1,1 @@
+"""Outputs derived from results: the human report, JSON, and (for the agent) metrics."""

@@ -1,0 +1,107 @@
+"""The human report of `relaywatch check` / `analyze`: the verdict in words, what to do, the evidence.
+
+Certificate fields and server lines are attacker-controlled: control characters are escaped before they
+reach a terminal."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from agent.model import ProbeResult, Verdict
+
+VERDICT_TEXT: dict[Verdict, tuple[str, str]] = {
+    Verdict.INTERCEPTED: (
+        "the TLS session is re-signed by something between this host and the relay (TLS interception)",
+        "find the product named below (antivirus mail shield, firewall or proxy doing TLS inspection) and "
+        "exempt the relay from it; until then mail and credentials are readable by it",
+    ),
+    Verdict.STARTTLS_STRIPPED: (
+        "STARTTLS was hidden or refused on the way, so mail would travel in clear text",
+        "check firewalls for ESMTP inspection (Cisco ASA: 'no allow-tls' in the ESMTP policy map) and "
+        "security software that proxies SMTP",
+    ),
+    Verdict.TLS_DOWNGRADED: (
+        "TLS was negotiated below the profile's minimum version",
+        "look for a middlebox that terminates TLS with old settings, or a relay that is not the real one",
+    ),
+    Verdict.CERTIFICATE_INVALID: (
+        "the chain leads to the expected roots, but the certificate is expired, not yet valid, or for "
+        "another name",
+        "check this host's clock first; then the target name and the profile's names",
+    ),
+    Verdict.PROTOCOL_ERROR: (
+        "the peer did not complete the mail dialogue or the TLS handshake",
+        "see the transcript: a middlebox may reset, stall or block the session",
+    ),
+    Verdict.UNREACHABLE: (
+        "the relay could not be reached",
+        "check DNS, routing and outbound firewall rules for this port",
+    ),
+    Verdict.OK: ("the path presents the relay's real chain over a proper TLS session", "nothing"),
+}
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text: object, limit: int = 200) -> str:
+    """Escape control characters (no terminal escape sequences from a server) and bound the length."""
+    s = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def render(results: Iterable[ProbeResult], transcript: bool = False) -> str:
+    return "\n".join(render_one(r, transcript) for r in results)
+
+
+def render_one(result: ProbeResult, transcript: bool = False) -> str:
+    r, a = result.record, result.analysis
+    mode = "STARTTLS" if r.target.starttls else "implicit TLS"
+    words, todo = VERDICT_TEXT[a.verdict]
+    out = [
+        f"{safe(r.target.raw)}  ({r.target.protocol}, {mode}, port {r.target.port})"
+        f"  address {r.address or '-'}",
+        f"  Verdict:   {a.verdict.upper()}: {words}",
+    ]
+    if a.verdict is not Verdict.OK:
+        out.append(f"  What to do: {todo}")
+    out.append(f"  Profile:   {safe(a.profile)} {safe(a.profile_version)}")
+    caps = ", ".join(safe(c, 40) for c in r.starttls.capabilities_after_tls[:12])
+    out.append(
+        f"  STARTTLS:  {r.starttls.state}"
+        + (f" (reply {safe(r.starttls.reply, 80)})" if r.starttls.reply and r.target.starttls else "")
+    )
+    if r.tls is not None:
+        extra = f", group {r.tls.group}" if r.tls.group else ""
+        out.append(f"  TLS:       {r.tls.version or 'unknown'} {r.tls.cipher}{extra}")
+    if caps:
+        out.append(f"  After TLS: {caps}")
+    if a.interceptor is not None:
+        i = a.interceptor
+        out.append(
+            f"  Interceptor: {safe(i.product)} ({safe(i.kind)}, {safe(i.vendor)})"
+            + (f"; CA {safe(i.ca_subject, 120)}" if i.ca_subject else "")
+            + (f"; trusted locally: {'YES' if i.trusted_locally else 'no'}" if i.ca_subject else "")
+        )
+        if i.ca_spki_sha256:
+            out.append(f"               CA key (SPKI SHA-256) {i.ca_spki_sha256}")
+    if a.findings:
+        out.append("  Findings:")
+        out += [f"    [{f.severity}] {f.code}: {safe(f.message, 400)}" for f in a.findings]
+    if a.chain:
+        out.append("  Chain presented (leaf first; ok = part of the profile's trust):")
+        out.append(f"    {'#':>2}  {'':3} {'subject CN':34} {'issuer CN':34} {'not after':10}  sha256")
+        for c in a.chain:
+            mark = "ok" if c.expected else "!!"
+            out.append(
+                f"    {c.position:>2}  {mark:3} {safe(c.subject_cn, 34):34} {safe(c.issuer_cn, 34):34} "
+                f"{c.not_after:%Y-%m-%d}  {c.sha256[:16]}"
+            )
+    if a.validated_path:
+        out.append("  Validated path: " + " -> ".join(safe(s, 60) for s in a.validated_path))
+    timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in r.timings.items())
+    out.append(f"  Timings:   {timings}")
+    if transcript and r.transcript:
+        out.append("  Transcript:")
+        out += [f"    {t.at * 1000:8.1f} ms {t.direction} {safe(t.text, 160)}" for t in r.transcript]
+    return "\n".join(out) + "\n"

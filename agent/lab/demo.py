@@ -1,0 +1,83 @@
+"""`relaywatch demo`: the whole lab on loopback, probed with the lab profile, verdicts side by side."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.analysis.profile import TrustProfile, load_profile
+from agent.lab.pki import LabPKI, make_lab_pki
+from agent.lab.proxies import Resigner, Stripper
+from agent.lab.servers import LabServer, Mail, server_context
+from agent.model import Verdict
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    target: str
+    expected: Verdict
+    what: str
+
+
+@dataclass(frozen=True)
+class Lab:
+    pki: LabPKI
+    profile: TrustProfile
+    directory: Path
+    scenarios: tuple[Scenario, ...]
+
+
+@contextlib.contextmanager
+def running_lab(host: str = "127.0.0.1") -> Iterator[Lab]:
+    """Relay (Exchange-like), re-signing interceptor, Cisco-style stripper, TLS 1.0-only relay, IMAP."""
+    pki = make_lab_pki()
+    with tempfile.TemporaryDirectory(prefix="relaywatch-lab-") as tmp, contextlib.ExitStack() as stack:
+        directory = Path(tmp)
+        profile = load_profile(str(pki.write(directory)))
+        ctx = server_context(pki.relay, [pki.issuing])
+
+        def serve(handler) -> int:  # type: ignore[no-untyped-def]
+            return stack.enter_context(LabServer(handler, host)).port
+
+        relay = serve(Mail("smtp", ctx))
+        up = (host, relay)
+        resigner = serve(Resigner(up, pki.interception_ca))
+        corporate = serve(Resigner(up, pki.unknown_ca))
+        stripper = serve(Stripper(up, "masked"))
+        old = serve(Mail("smtp", server_context(pki.relay, [pki.issuing], tls_max="1.0")))
+        imaps = serve(Mail("imap", ctx, implicit_tls=True))
+        expired = serve(Mail("smtp", server_context(pki.expired_relay, [pki.issuing])))
+        h = f"[{host}]" if ":" in host else host
+        scenarios = (
+            Scenario("relay", f"smtp://{h}:{relay}", Verdict.OK, "Exchange-like relay, lab PKI"),
+            Scenario("imaps", f"imaps://{h}:{imaps}", Verdict.OK, "IMAP over implicit TLS"),
+            Scenario(
+                "mail-shield",
+                f"smtp://{h}:{resigner}",
+                Verdict.INTERCEPTED,
+                "antivirus-style re-signing proxy (CA named like Avast's)",
+            ),
+            Scenario(
+                "corporate-proxy",
+                f"smtp://{h}:{corporate}",
+                Verdict.INTERCEPTED,
+                "re-signing proxy with a corporate CA no pattern knows",
+            ),
+            Scenario(
+                "cisco-asa",
+                f"smtp://{h}:{stripper}",
+                Verdict.STARTTLS_STRIPPED,
+                "ESMTP inspection masking STARTTLS as XXXXXXXA",
+            ),
+            Scenario(
+                "tls10-only", f"smtp://{h}:{old}", Verdict.TLS_DOWNGRADED, "a server that speaks TLS 1.0 only"
+            ),
+            Scenario(
+                "expired", f"smtp://{h}:{expired}", Verdict.CERTIFICATE_INVALID, "relay with an expired leaf"
+            ),
+        )
+        yield Lab(pki, profile, directory, scenarios)

@@ -1,0 +1,225 @@
+"""Typed, frozen results passed along the pipeline; JSON is derived from them, never built by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.target import Target
+
+
+class Verdict(enum.StrEnum):
+    """Most severe first: the order is the contract for picking one verdict per probe."""
+
+    INTERCEPTED = "intercepted"
+    STARTTLS_STRIPPED = "starttls_stripped"
+    TLS_DOWNGRADED = "tls_downgraded"
+    CERTIFICATE_INVALID = "certificate_invalid"
+    PROTOCOL_ERROR = "protocol_error"
+    UNREACHABLE = "unreachable"
+    OK = "ok"
+
+    @property
+    def severity_rank(self) -> int:
+        return list(Verdict).index(self)
+
+
+class StartTLSState(enum.StrEnum):
+    OFFERED = "offered"
+    MISSING = "missing"
+    MASKED = "masked"
+    REJECTED = "rejected"
+    NOT_APPLICABLE = "not_applicable"
+    UNKNOWN = "unknown"  # the dialogue ended before the capabilities were read
+
+
+class Severity(enum.StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptLine:
+    """One protocol line; direction is C (client sent), S (server sent) or ! (event, e.g. TLS started)."""
+
+    direction: str
+    text: str
+    at: float  # seconds since the probe started
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    state: StartTLSState
+    capabilities: tuple[str, ...] = ()  # before TLS (EHLO keywords, IMAP/POP3 capabilities)
+    capabilities_after_tls: tuple[str, ...] = ()
+    reply: str | None = None  # the server's answer to STARTTLS/STLS
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSession:
+    version: str  # "TLSv1.3"
+    cipher: str
+    group: str | None
+    signature_algorithm: str | None
+    chain_der: tuple[bytes, ...]  # as presented, leaf first, capped
+    chain_truncated: int = 0  # certificates dropped by the chain-length / size caps
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeFailure:
+    phase: str  # resolve, connect, greeting, ehlo, starttls, handshake, post_tls
+    kind: str  # unreachable, timeout, protocol, tls
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRecord:
+    """What the network showed, before any judgement."""
+
+    target: Target
+    address: str | None
+    started_at: dt.datetime
+    timings: Mapping[str, float]
+    transcript: tuple[TranscriptLine, ...]
+    starttls: StartTLS
+    tls: TLSSession | None
+    failure: ProbeFailure | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    severity: Severity
+    message: str
+    verdict: Verdict | None = None  # the verdict this finding implies, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": str(self.severity), "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    position: int
+    subject: str
+    issuer: str
+    subject_cn: str
+    issuer_cn: str
+    serial: str
+    sha256: str
+    spki_sha256: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    dns_names: tuple[str, ...]
+    is_ca: bool
+    self_signed: bool
+    sct_count: int
+    key: str  # "RSA-2048", "EC-secp256r1"
+    signature_algorithm: str
+    pem: str
+    expected: bool = False  # part of the profile's trust (anchor, known intermediate, or validated path)
+
+
+@dataclass(frozen=True, slots=True)
+class Interceptor:
+    product: str
+    vendor: str
+    kind: str
+    trusted_locally: bool
+    ca_subject: str
+    ca_spki_sha256: str
+    matched: str  # which pattern or signal named it
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    profile: str
+    profile_version: str
+    at: dt.datetime
+    verdict: Verdict
+    findings: tuple[Finding, ...]
+    chain: tuple[CertInfo, ...]
+    validated_path: tuple[str, ...]  # subjects of the path built to an anchor, leaf first; empty if none
+    trusted_locally: bool | None
+    interceptor: Interceptor | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    record: ProbeRecord
+    analysis: Analysis
+    extra: Mapping[str, Any] = field(default_factory=dict)  # later stages (path, host) attach here
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.analysis.verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        r, a = self.record, self.analysis
+        tls = None
+        if r.tls is not None:
+            tls = {
+                "version": r.tls.version,
+                "cipher": r.tls.cipher,
+                "group": r.tls.group,
+                "signature_algorithm": r.tls.signature_algorithm,
+                "chain_length": len(r.tls.chain_der),
+                "chain_truncated": r.tls.chain_truncated,
+            }
+        out: dict[str, Any] = {
+            "target": r.target.raw,
+            "host": r.target.host,
+            "port": r.target.port,
+            "protocol": r.target.protocol,
+            "starttls_required": r.target.starttls,
+            "address": r.address,
+            "started_at": _iso(r.started_at),
+            "verdict": str(a.verdict),
+            "findings": [f.to_dict() for f in a.findings],
+            "starttls": {
+                "state": str(r.starttls.state),
+                "capabilities": list(r.starttls.capabilities),
+                "capabilities_after_tls": list(r.starttls.capabilities_after_tls),
+                "reply": r.starttls.reply,
+            },
+            "tls": tls,
+            "chain": [_cert_dict(c) for c in a.chain],
+            "validated_path": list(a.validated_path),
+            "trusted_locally": a.trusted_locally,
+            "interceptor": dataclasses.asdict(a.interceptor) if a.interceptor else None,
+            "profile": {"name": a.profile, "version": a.profile_version},
+            "failure": dataclasses.asdict(r.failure) if r.failure else None,
+            "transcript": [{"dir": t.direction, "text": t.text, "t": round(t.at, 6)} for t in r.transcript],
+            "timings": {k: round(v, 6) for k, v in r.timings.items()},
+        }
+        out.update(self.extra)
+        return out
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _cert_dict(c: CertInfo) -> dict[str, Any]:
+    return {
+        "position": c.position,
+        "subject": c.subject,
+        "issuer": c.issuer,
+        "serial": c.serial,
+        "sha256": c.sha256,
+        "spki_sha256": c.spki_sha256,
+        "not_before": _iso(c.not_before),
+        "not_after": _iso(c.not_after),
+        "dns_names": list(c.dns_names),
+        "is_ca": c.is_ca,
+        "self_signed": c.self_signed,
+        "sct_count": c.sct_count,
+        "key": c.key,
+        "signature_algorithm": c.signature_algorithm,
+        "expected": c.expected,
+        "pem": c.pem,
+    }

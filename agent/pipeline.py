@@ -1,0 +1,27 @@
+"""target -> probe -> analysis -> result: the one path every command and the agent take."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Sequence
+
+from agent.analysis.profile import TrustProfile
+from agent.analysis.verdict import analyze
+from agent.model import ProbeResult
+from agent.probe import ProbeOptions, probe_target
+from agent.target import Target
+
+
+def check(target: Target, profile: TrustProfile, options: ProbeOptions = ProbeOptions()) -> list[ProbeResult]:
+    return [ProbeResult(record, analyze(record, profile)) for record in probe_target(target, options)]
+
+
+def check_all(
+    targets: Sequence[tuple[Target, TrustProfile]], options: ProbeOptions = ProbeOptions(), workers: int = 8
+) -> list[ProbeResult]:
+    """Targets in parallel (each bounded by its own timeout); results in the order given."""
+    if len(targets) == 1:
+        return check(targets[0][0], targets[0][1], options)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(targets))) as pool:
+        futures = [pool.submit(check, t, p, options) for t, p in targets]
+        return [r for f in futures for r in f.result()]

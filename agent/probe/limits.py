@@ -1,0 +1,56 @@
+"""Bounds on everything a probe reads or waits for: a hostile server gets a verdict, never a hang."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    timeout: float = 10.0  # whole probe
+    phase_timeout: float = 8.0  # any one phase (connect, greeting, ehlo, starttls, handshake)
+    max_line: int = 8192  # bytes in one protocol line (RFC 5321 allows 512)
+    max_reply_lines: int = 512  # lines in one multi-line reply
+    max_dialogue_bytes: int = 1 << 20  # plaintext bytes read in the whole dialogue
+    max_handshake_bytes: int = 1 << 20  # TLS bytes read until the handshake completes
+    max_chain: int = 16  # certificates kept from the presented chain
+    max_cert_size: int = 32 * 1024  # DER bytes of one certificate
+
+
+class ProbeError(Exception):
+    """Ends a probe: phase where it happened, kind (unreachable, timeout, protocol, tls) and what."""
+
+    def __init__(self, phase: str, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.phase, self.kind, self.message = phase, kind, message
+
+
+class Clock:
+    """The probe's time budget; each phase gets the smaller of its own cap and what is left overall."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.start = time.monotonic()
+        self.end = self.start + limits.timeout
+        self.phase = "connect"
+        self.phase_end = self.end
+        self.timings: dict[str, float] = {}
+        self._phase_start = self.start
+
+    def begin(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phase, self._phase_start = phase, now
+        self.phase_end = min(self.end, now + self.limits.phase_timeout)
+
+    def finish(self) -> None:
+        self.timings[self.phase] = self.timings.get(self.phase, 0.0) + time.monotonic() - self._phase_start
+
+    def remaining(self) -> float:
+        left = self.phase_end - time.monotonic()
+        if left <= 0:
+            raise ProbeError(self.phase, "timeout", f"no answer within the deadline during {self.phase}")
+        return left
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start

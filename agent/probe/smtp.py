@@ -1,0 +1,68 @@
+"""SMTP (RFC 5321) with STARTTLS (RFC 3207): greeting, EHLO, STARTTLS, EHLO again, QUIT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.probe.connect import LineChannel
+from agent.probe.limits import ProbeError
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]  # text after "250-" / "250 "
+
+    @property
+    def text(self) -> str:
+        return " / ".join(self.lines)
+
+
+def read_reply(chan: LineChannel) -> Reply:
+    lines: list[str] = []
+    code: int | None = None
+    while True:
+        line = chan.read_line()
+        if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in "- "):
+            raise ProbeError(chan.clock.phase, "protocol", f"not an SMTP reply: {line[:80]!r}")
+        this = int(line[:3])
+        if code is not None and this != code:
+            raise ProbeError(
+                chan.clock.phase, "protocol", f"reply code changed inside a reply: {line[:80]!r}"
+            )
+        code = this
+        lines.append(line[4:])
+        if len(line) == 3 or line[3] == " ":
+            return Reply(code, tuple(lines))
+        if len(lines) >= chan.clock.limits.max_reply_lines:
+            raise ProbeError(
+                chan.clock.phase, "protocol", f"reply longer than {chan.clock.limits.max_reply_lines} lines"
+            )
+
+
+class SMTP:
+    starttls_keyword = "STARTTLS"
+
+    def __init__(self, ehlo_name: str) -> None:
+        self.ehlo_name = ehlo_name
+
+    def greeting(self, chan: LineChannel) -> None:
+        reply = read_reply(chan)
+        if reply.code != 220:
+            raise ProbeError("greeting", "protocol", f"server refused the session: {reply.code} {reply.text}")
+
+    def capabilities(self, chan: LineChannel) -> tuple[str, ...]:
+        chan.send_line(f"EHLO {self.ehlo_name}")
+        reply = read_reply(chan)
+        if reply.code != 250:
+            return ()  # no ESMTP: no extension, so no STARTTLS either
+        return tuple(line.strip() for line in reply.lines[1:])
+
+    def starttls(self, chan: LineChannel) -> tuple[bool, str]:
+        chan.send_line("STARTTLS")
+        reply = read_reply(chan)
+        return reply.code == 220, f"{reply.code} {reply.text}"
+
+    def quit(self, chan: LineChannel) -> None:
+        chan.send_line("QUIT")
+        read_reply(chan)

@@ -1,0 +1,122 @@
+"""The TLS handshake, driven through memory BIOs so every byte read obeys the probe's deadline and caps.
+
+Verification is off on purpose: the chain is captured whatever it is, and judged afterwards by the
+analysis, so a failed validation never loses the evidence.
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+
+from agent.model import TLSSession
+from agent.probe.connect import SocketStream
+from agent.probe.limits import Clock, ProbeError
+
+_CONTEXT: SSL.Context | None = None
+
+
+def client_context() -> SSL.Context:
+    """One context for all probes: offers TLS 1.0 to 1.3 and every cipher, to *see* what the path picks."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = SSL.Context(SSL.TLS_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_VERSION)
+        ctx.set_cipher_list(b"ALL:@SECLEVEL=0")
+        ctx.set_verify(SSL.VERIFY_NONE)
+        ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION)
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+class TLSStream:
+    """A Stream over an established TLS connection (for the dialogue after STARTTLS)."""
+
+    def __init__(self, conn: SSL.Connection, raw: SocketStream) -> None:
+        self.conn, self.raw = conn, raw
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                out = self.conn.bio_read(65536)
+            except SSL.WantReadError:
+                return
+            self.raw.send(out)
+
+    def recv(self) -> bytes:
+        while True:
+            try:
+                return self.conn.recv(16384)
+            except SSL.WantReadError:
+                self._flush()
+                data = self.raw.recv()
+                if not data:
+                    return b""
+                self.conn.bio_write(data)
+            except SSL.ZeroReturnError:
+                return b""
+            except SSL.Error as exc:
+                raise ProbeError(self.raw.clock.phase, "tls", f"TLS error: {_ssl_reason(exc)}") from exc
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.conn.sendall(data)
+        except SSL.Error as exc:
+            raise ProbeError(self.raw.clock.phase, "tls", f"TLS error: {_ssl_reason(exc)}") from exc
+        self._flush()
+
+
+def handshake(raw: SocketStream, server_name: str | None) -> tuple[TLSSession, TLSStream]:
+    clock = raw.clock
+    conn = SSL.Connection(client_context(), None)
+    conn.set_connect_state()
+    if server_name:
+        conn.set_tlsext_host_name(server_name.encode("idna"))
+    stream = TLSStream(conn, raw)
+    received = 0
+    while True:
+        try:
+            conn.do_handshake()
+            break
+        except SSL.WantReadError:
+            stream._flush()
+            data = raw.recv()
+            if not data:
+                raise ProbeError(clock.phase, "tls", "connection closed during the TLS handshake") from None
+            received += len(data)
+            if received > clock.limits.max_handshake_bytes:
+                raise ProbeError(clock.phase, "tls", "TLS handshake larger than the size cap") from None
+            conn.bio_write(data)
+        except SSL.Error as exc:
+            raise ProbeError(clock.phase, "tls", f"TLS handshake failed: {_ssl_reason(exc)}") from exc
+    stream._flush()
+    return _session(conn, clock), stream
+
+
+def _session(conn: SSL.Connection, clock: Clock) -> TLSSession:
+    limits = clock.limits
+    chain: list[bytes] = []
+    dropped = 0
+    for cert in conn.get_peer_cert_chain(as_cryptography=True) or []:
+        der = cert.public_bytes(Encoding.DER)
+        if len(chain) >= limits.max_chain or len(der) > limits.max_cert_size:
+            dropped += 1
+            continue
+        chain.append(der)
+    return TLSSession(
+        version=conn.get_protocol_version_name(),
+        cipher=conn.get_cipher_name() or "",
+        group=conn.get_group_name(),
+        signature_algorithm=None,  # not exposed by pyOpenSSL/OpenSSL bindings here
+        chain_der=tuple(chain),
+        chain_truncated=dropped,
+    )
+
+
+def _ssl_reason(exc: SSL.Error) -> str:
+    """OpenSSL's error queue as one short line (an alert from the server shows as 'tlsv1 alert ...')."""
+    parts = []
+    for item in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
+        if isinstance(item, tuple) and len(item) >= 3:
+            parts.append(str(item[2]))
+    return "; ".join(parts) or str(exc) or type(exc).__name__

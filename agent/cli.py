@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from agent.probe import ProbeOptions
 from agent.probe.limits import Limits
 from agent.target import Target, TargetError, parse_target
 
-EXIT_OK, EXIT_FINDING, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
 
 
 class UsageError(Exception):
@@ -74,6 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `relaywatch check ... | head`
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if os.environ.get("RELAYWATCH_DEBUG"):
+            raise
+        print(
+            f"relaywatch: internal error: {type(exc).__name__}: {exc} (RELAYWATCH_DEBUG=1 shows more)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def _emit(results: list[ProbeResult], as_json: bool, transcript: bool = False) -> int:
@@ -90,7 +99,7 @@ def _check(args: argparse.Namespace) -> int:
         raise UsageError("--timeout must be between 0 and 300 seconds")
     profile = load_profile(args.profile)
     targets = [parse_target(t) for t in args.targets]
-    limits = Limits(timeout=args.timeout, phase_timeout=min(args.timeout, Limits.phase_timeout))
+    limits = Limits().with_timeout(args.timeout)
     options = ProbeOptions(
         limits=limits,
         ehlo_name=args.ehlo_name,
@@ -140,9 +149,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     with running_lab() as lab:
         pairs = [(parse_target(s.target), lab.profile) for s in lab.scenarios]
-        results = check_all(
-            pairs, ProbeOptions(limits=Limits(timeout=5, phase_timeout=5), first_address=True)
-        )
+        results = check_all(pairs, ProbeOptions(limits=Limits().with_timeout(5), first_address=True))
         if args.json:
             json.dump(
                 [{"scenario": s.name, **r.to_dict()} for s, r in zip(lab.scenarios, results, strict=True)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ class Limits:
     max_handshake_bytes: int = 1 << 20  # TLS bytes read until the handshake completes
     max_chain: int = 16  # certificates kept from the presented chain
     max_cert_size: int = 32 * 1024  # DER bytes of one certificate
+
+    def with_timeout(self, timeout: float) -> Limits:
+        return dataclasses.replace(self, timeout=timeout, phase_timeout=min(timeout, self.phase_timeout))
 
 
 class ProbeError(Exception):

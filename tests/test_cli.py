@@ -1,0 +1,119 @@
+"""The command line a person meets: reports, JSON, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.lab.servers import LabServer
+from tests.conftest import cli_json, run_cli
+
+JSON_KEYS = {
+    "target",
+    "host",
+    "port",
+    "protocol",
+    "address",
+    "verdict",
+    "findings",
+    "starttls",
+    "tls",
+    "chain",
+    "interceptor",
+    "transcript",
+    "timings",
+}
+
+
+def test_check_json_contract(relay: LabServer, lab_dir: Path) -> None:
+    rc, [r] = cli_json(
+        "check", "--profile", str(lab_dir / "lab-profile.yml"), f"smtp://127.0.0.1:{relay.port}"
+    )
+    assert rc == 0 and set(r) >= JSON_KEYS
+    assert (r["protocol"], r["verdict"], r["starttls"]["state"]) == ("smtp", "ok", "offered")
+    assert (r["host"], r["port"], r["address"]) == ("127.0.0.1", relay.port, "127.0.0.1")
+    assert r["tls"]["version"] and r["tls"]["cipher"]
+    assert {"subject", "issuer", "sha256", "spki_sha256", "not_before", "not_after", "expected"} <= set(
+        r["chain"][0]
+    )
+    assert all({"code", "severity", "message"} == set(f) for f in r["findings"])
+
+
+def test_check_human_report(relay: LabServer, lab_dir: Path) -> None:
+    proc = run_cli(
+        "check",
+        "--transcript",
+        "--profile",
+        str(lab_dir / "lab-profile.yml"),
+        f"smtp://127.0.0.1:{relay.port}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Verdict:   OK" in out and "STARTTLS:  offered" in out and "TLSv1.3" in out
+    assert "Chain presented" in out and "relaywatch Lab TLS CA OCSP 04" in out
+    assert "C STARTTLS" in out and "Timings:" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["check", "ftp://x"], "unknown scheme"),
+        (["check", "host:99999"], "out of range"),
+        (["check", "--profile", "nope", "h"], "no such file or built-in profile"),
+        (["check", "--timeout", "-1", "h"], "--timeout"),
+        (["analyze", "/nonexistent.pem"], "No such file"),
+        (["analyze", "pyproject.toml"], "not a PEM bundle or DER"),
+        (
+            ["analyze", "--at", "yesterday", "tests/data/leaf-mail-protection-outlook-com-2021.pem"],
+            "ISO 8601",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("relaywatch: error:") and needle in lines[0], proc.stderr
+
+
+def test_broken_profile_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: x\nanchors: [a.pem\n")
+    proc = run_cli("analyze", "--profile", str(bad), "tests/data/leaf-mail-protection-outlook-com-2021.pem")
+    assert proc.returncode == 2 and str(bad) in proc.stderr and "line" in proc.stderr
+    missing = tmp_path / "missing.yml"
+    missing.write_text("name: x\nanchors: [nowhere.pem]\n")
+    proc = run_cli(
+        "analyze", "--profile", str(missing), "tests/data/leaf-mail-protection-outlook-com-2021.pem"
+    )
+    assert proc.returncode == 2 and "nowhere.pem" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exit_1_when_any_target_is_not_ok(relay: LabServer, lab_dir: Path) -> None:
+    rc, results = cli_json(
+        "check",
+        "--profile",
+        str(lab_dir / "lab-profile.yml"),
+        "--timeout",
+        "2",
+        f"smtp://127.0.0.1:{relay.port}",
+        "smtp://no-such-host.invalid",
+    )
+    assert rc == 1 and [r["verdict"] for r in results] == ["ok", "unreachable"]
+
+
+def test_demo_runs_the_whole_lab() -> None:
+    proc = run_cli("demo", "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    verdicts = {r["scenario"]: r["verdict"] for r in json.loads(proc.stdout)}
+    assert verdicts == {
+        "relay": "ok",
+        "imaps": "ok",
+        "mail-shield": "intercepted",
+        "corporate-proxy": "intercepted",
+        "cisco-asa": "starttls_stripped",
+        "tls10-only": "tls_downgraded",
+        "expired": "certificate_invalid",
+    }

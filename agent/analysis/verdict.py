@@ -99,6 +99,15 @@ def _failure(record: ProbeRecord) -> list[Finding]:
         ]
     if f.phase == "post_tls":
         return [Finding("post_tls_dialogue_failed", WARN, f"after TLS: {f.message}")]
+    if f.kind == "tls" and "inappropriate fallback" in f.message.lower():
+        return [
+            Finding(
+                "tls_downgrade_detected",
+                CRIT,
+                f"{f.message}: the server signalled that a newer TLS version was removed on the way",
+                Verdict.TLS_DOWNGRADED,
+            )
+        ]
     hint = {
         "timeout": "the server or a middlebox stalls the session",
         "tls": "the TLS handshake did not complete: a middlebox may block or break TLS",

@@ -1,0 +1,123 @@
+"""Prometheus metric families derived from probe results (client_python custom-collector style).
+
+Label values taken from certificates are attacker-controlled: sanitized and cut to 64 characters, and
+every family has a fixed number of series per target and address whatever a server sends."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from agent import __version__
+from agent.model import ProbeResult, StartTLSState, Verdict
+
+MAX_LABEL = 64
+MAX_POSITIONS = 10
+PHASES = ("resolve", "connect", "greeting", "ehlo", "starttls", "handshake", "post_tls", "total")
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def label(value: object) -> str:
+    """Printable ASCII only, at most 64 characters: safe in any exposition format, bounded in size."""
+    text = _UNSAFE.sub("?", str(value))
+    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "~"
+
+
+@dataclass
+class Series:
+    """What the agent keeps per target and address between scrapes: the last result and counters."""
+
+    target: str
+    address: str
+    labels: Mapping[str, str]
+    result: ProbeResult
+    probes_by_verdict: dict[str, int] = field(default_factory=dict)
+    durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    duration_sum: float = 0.0
+
+    def observe(self, result: ProbeResult) -> None:
+        self.result = result
+        v = str(result.verdict)
+        self.probes_by_verdict[v] = self.probes_by_verdict.get(v, 0) + 1
+        total = result.record.timings.get("total", 0.0)
+        self.duration_sum += total
+        for i, bound in enumerate(BUCKETS):
+            if total <= bound:
+                self.durations[i] += 1
+                break
+        else:
+            self.durations[-1] += 1
+
+
+def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) -> Iterator[Metric]:
+    names = ["target", "address", *extra_label_names]
+
+    def g(name: str, doc: str, more: Sequence[str] = (), unit: str = "") -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=[*names, *more], unit=unit)
+
+    success = g("relaywatch_probe_success", "1 when the probe completed a TLS session, 0 otherwise")
+    verdict = g("relaywatch_verdict", "Current verdict of the path to the target (state set)", ["verdict"])
+    intercepted = g("relaywatch_interception_detected", "1 when the TLS session is re-signed on the path")
+    interceptor = g("relaywatch_interceptor_info", "The product that intercepts, while intercepted",
+                    ["product", "vendor", "kind", "ca_subject_cn", "ca_spki_sha256"])
+    starttls = g("relaywatch_starttls_state", "STARTTLS state seen by the last probe (state set)", ["state"])
+    version = g("relaywatch_tls_version_info", "TLS version negotiated by the last probe", ["version"])
+    cipher = g("relaywatch_tls_cipher_info", "TLS cipher negotiated by the last probe", ["cipher"])
+    chain = g("relaywatch_chain_certificate_info", "Certificates presented, leaf first (at most 10)",
+              ["position", "subject_cn", "issuer_cn", "spki_sha256", "expected"])
+    not_after = g("relaywatch_certificate_not_after_timestamp_seconds",
+                  "Expiry of each presented certificate, Unix time", ["position"])
+    phase = g("relaywatch_probe_duration_seconds", "Duration of each phase of the last probe", ["phase"])
+    last = g("relaywatch_last_probe_timestamp_seconds", "When the last probe started, Unix time")
+    hist = HistogramMetricFamily("relaywatch_probe_total_duration_seconds", "Total duration of probes",
+                                 labels=names, unit="")
+    counter = CounterMetricFamily("relaywatch_probes", "Probes run, by verdict", labels=[*names, "verdict"])
+    for s in series:
+        r, a = s.result.record, s.result.analysis
+        base = [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in extra_label_names)]
+        success.add_metric(base, 1.0 if r.tls is not None else 0.0)
+        for v in Verdict:
+            verdict.add_metric([*base, str(v)], 1.0 if a.verdict is v else 0.0)
+        intercepted.add_metric(base, 1.0 if a.verdict is Verdict.INTERCEPTED else 0.0)
+        i = a.interceptor
+        if i is not None and a.verdict is Verdict.INTERCEPTED:
+            cn = i.ca_subject.split(",", 1)[0].removeprefix("CN=")
+            interceptor.add_metric([*base, label(i.product), label(i.vendor), label(i.kind), label(cn),
+                                    label(i.ca_spki_sha256)], 1.0)
+        for st in StartTLSState:
+            starttls.add_metric([*base, str(st)], 1.0 if r.starttls.state is st else 0.0)
+        if r.tls is not None:
+            version.add_metric([*base, label(r.tls.version)], 1.0)
+            cipher.add_metric([*base, label(r.tls.cipher)], 1.0)
+        for c in a.chain[:MAX_POSITIONS]:
+            pos = str(c.position)
+            chain.add_metric([*base, pos, label(c.subject_cn), label(c.issuer_cn), c.spki_sha256,
+                              "true" if c.expected else "false"], 1.0)
+            not_after.add_metric([*base, pos], c.not_after.timestamp())
+        for p in PHASES:
+            if p in r.timings:
+                phase.add_metric([*base, p], r.timings[p])
+        last.add_metric(base, r.started_at.timestamp())
+        cumulative, buckets = 0, []
+        for bound, n in zip((*BUCKETS, float("inf")), s.durations, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        hist.add_metric(base, buckets, s.duration_sum)
+        for v in Verdict:
+            counter.add_metric([*base, str(v)], float(s.probes_by_verdict.get(str(v), 0)))
+    yield from (success, verdict, intercepted, interceptor, starttls, version, cipher, chain, not_after, phase,
+                last, hist, counter)
+
+
+def info_families(profiles: Iterable[tuple[str, str]]) -> Iterator[Metric]:
+    build = GaugeMetricFamily("relaywatch_build_info", "Version of relaywatch and Python", labels=["version", "python"])
+    build.add_metric([__version__, sys.version.split()[0]], 1.0)
+    prof = GaugeMetricFamily("relaywatch_profile_info", "Trust profiles in use", labels=["profile", "version"])
+    for name, version in sorted(set(profiles)):
+        prof.add_metric([label(name), label(version)], 1.0)
+    yield from (build, prof)

@@ -19,6 +19,7 @@ from agent.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, TLSSe
 from agent.pipeline import check_all
 from agent.probe import ProbeOptions
 from agent.probe.limits import Limits
+from agent.run.config import ConfigError
 from agent.target import Target, TargetError, parse_target
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
@@ -58,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--at", help="judge at this time (ISO 8601, default now)")
     a.add_argument("--json", action="store_true")
 
+    r = sub.add_parser("run", help="run the agent: scheduled probes, Prometheus metrics, status page")
+    r.add_argument(
+        "--config.file", dest="config_file", help="YAML config (default: embedded, probes Microsoft 365)"
+    )
+    r.add_argument(
+        "--web.listen-address", dest="listen", default=":10587", help="[host]:port (default :10587)"
+    )
+    r.add_argument(
+        "--log.level", dest="log_level", choices=("debug", "info", "warn", "error"), default="info"
+    )
+
     d = sub.add_parser("demo", help="run the loopback lab and show every verdict")
     d.add_argument("--json", action="store_true")
     return p
@@ -66,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"check": _check, "analyze": _analyze, "demo": _demo}[args.command](args)
-    except (UsageError, ProfileError, TargetError) as exc:
+        return {"check": _check, "analyze": _analyze, "demo": _demo, "run": _run}[args.command](args)
+    except (UsageError, ProfileError, TargetError, ConfigError) as exc:
         print(f"relaywatch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -142,6 +154,12 @@ def _parse_time(text: str) -> dt.datetime:
     except ValueError as exc:
         raise UsageError(f"--at {text!r} is not an ISO 8601 date or time") from exc
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.run.agent import serve
+
+    return serve(args.config_file, args.listen, "warning" if args.log_level == "warn" else args.log_level)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -63,19 +63,29 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
     success = g("relaywatch_probe_success", "1 when the probe completed a TLS session, 0 otherwise")
     verdict = g("relaywatch_verdict", "Current verdict of the path to the target (state set)", ["verdict"])
     intercepted = g("relaywatch_interception_detected", "1 when the TLS session is re-signed on the path")
-    interceptor = g("relaywatch_interceptor_info", "The product that intercepts, while intercepted",
-                    ["product", "vendor", "kind", "ca_subject_cn", "ca_spki_sha256"])
+    interceptor = g(
+        "relaywatch_interceptor_info",
+        "The product that intercepts, while intercepted",
+        ["product", "vendor", "kind", "ca_subject_cn", "ca_spki_sha256"],
+    )
     starttls = g("relaywatch_starttls_state", "STARTTLS state seen by the last probe (state set)", ["state"])
     version = g("relaywatch_tls_version_info", "TLS version negotiated by the last probe", ["version"])
     cipher = g("relaywatch_tls_cipher_info", "TLS cipher negotiated by the last probe", ["cipher"])
-    chain = g("relaywatch_chain_certificate_info", "Certificates presented, leaf first (at most 10)",
-              ["position", "subject_cn", "issuer_cn", "spki_sha256", "expected"])
-    not_after = g("relaywatch_certificate_not_after_timestamp_seconds",
-                  "Expiry of each presented certificate, Unix time", ["position"])
+    chain = g(
+        "relaywatch_chain_certificate_info",
+        "Certificates presented, leaf first (at most 10)",
+        ["position", "subject_cn", "issuer_cn", "spki_sha256", "expected"],
+    )
+    not_after = g(
+        "relaywatch_certificate_not_after_timestamp_seconds",
+        "Expiry of each presented certificate, Unix time",
+        ["position"],
+    )
     phase = g("relaywatch_probe_duration_seconds", "Duration of each phase of the last probe", ["phase"])
     last = g("relaywatch_last_probe_timestamp_seconds", "When the last probe started, Unix time")
-    hist = HistogramMetricFamily("relaywatch_probe_total_duration_seconds", "Total duration of probes",
-                                 labels=names, unit="")
+    hist = HistogramMetricFamily(
+        "relaywatch_probe_total_duration_seconds", "Total duration of probes", labels=names, unit=""
+    )
     counter = CounterMetricFamily("relaywatch_probes", "Probes run, by verdict", labels=[*names, "verdict"])
     for s in series:
         r, a = s.result.record, s.result.analysis
@@ -87,8 +97,10 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
         i = a.interceptor
         if i is not None and a.verdict is Verdict.INTERCEPTED:
             cn = i.ca_subject.split(",", 1)[0].removeprefix("CN=")
-            interceptor.add_metric([*base, label(i.product), label(i.vendor), label(i.kind), label(cn),
-                                    label(i.ca_spki_sha256)], 1.0)
+            interceptor.add_metric(
+                [*base, label(i.product), label(i.vendor), label(i.kind), label(cn), label(i.ca_spki_sha256)],
+                1.0,
+            )
         for st in StartTLSState:
             starttls.add_metric([*base, str(st)], 1.0 if r.starttls.state is st else 0.0)
         if r.tls is not None:
@@ -96,8 +108,17 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
             cipher.add_metric([*base, label(r.tls.cipher)], 1.0)
         for c in a.chain[:MAX_POSITIONS]:
             pos = str(c.position)
-            chain.add_metric([*base, pos, label(c.subject_cn), label(c.issuer_cn), c.spki_sha256,
-                              "true" if c.expected else "false"], 1.0)
+            chain.add_metric(
+                [
+                    *base,
+                    pos,
+                    label(c.subject_cn),
+                    label(c.issuer_cn),
+                    c.spki_sha256,
+                    "true" if c.expected else "false",
+                ],
+                1.0,
+            )
             not_after.add_metric([*base, pos], c.not_after.timestamp())
         for p in PHASES:
             if p in r.timings:
@@ -110,14 +131,31 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
         hist.add_metric(base, buckets, s.duration_sum)
         for v in Verdict:
             counter.add_metric([*base, str(v)], float(s.probes_by_verdict.get(str(v), 0)))
-    yield from (success, verdict, intercepted, interceptor, starttls, version, cipher, chain, not_after, phase,
-                last, hist, counter)
+    yield from (
+        success,
+        verdict,
+        intercepted,
+        interceptor,
+        starttls,
+        version,
+        cipher,
+        chain,
+        not_after,
+        phase,
+        last,
+        hist,
+        counter,
+    )
 
 
 def info_families(profiles: Iterable[tuple[str, str]]) -> Iterator[Metric]:
-    build = GaugeMetricFamily("relaywatch_build_info", "Version of relaywatch and Python", labels=["version", "python"])
+    build = GaugeMetricFamily(
+        "relaywatch_build_info", "Version of relaywatch and Python", labels=["version", "python"]
+    )
     build.add_metric([__version__, sys.version.split()[0]], 1.0)
-    prof = GaugeMetricFamily("relaywatch_profile_info", "Trust profiles in use", labels=["profile", "version"])
+    prof = GaugeMetricFamily(
+        "relaywatch_profile_info", "Trust profiles in use", labels=["profile", "version"]
+    )
     for name, version in sorted(set(profiles)):
         prof.add_metric([label(name), label(version)], 1.0)
     yield from (build, prof)

@@ -1,0 +1,1 @@
+"""`relaywatch run`: the long-running agent (config, schedule, state, web endpoints)."""

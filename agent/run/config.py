@@ -1,0 +1,221 @@
+"""The agent's YAML config. A wrong config is refused with the file, the line and what is wrong."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.analysis.profile import ProfileError, TrustProfile, load_profile
+from agent.target import Target, TargetError, parse_target
+
+DEFAULT_CONFIG = """\
+interval: 60s
+timeout: 10s
+profile: microsoft365
+concurrency: 16
+targets:
+  - target: smtp.office365.com:587
+  - target: outlook.office365.com:993
+"""
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_RESERVED = {"target", "address", "verdict", "state", "instance", "job", "phase", "position"}
+_TARGET_KEYS = {"target", "profile", "interval", "timeout", "address_family", "ehlo_name", "labels"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    name: str  # as configured: the `target` label
+    target: Target
+    profile: TrustProfile
+    interval: float
+    timeout: float
+    address_family: str
+    ehlo_name: str | None
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str
+    targets: tuple[TargetConfig, ...]
+    concurrency: int
+    probe_allow: tuple[str, ...]  # fnmatch patterns of targets /probe may run beyond the configured ones
+    default_profile: TrustProfile
+    timeout: float
+    label_names: tuple[str, ...] = field(default=())
+
+    def allowed(self, target: str) -> bool:
+        if any(t.name == target for t in self.targets):
+            return True
+        return any(fnmatch.fnmatchcase(target.lower(), p.lower()) for p in self.probe_allow)
+
+
+class _Loader(yaml.SafeLoader):
+    """Keeps the line of every mapping key, for error messages."""
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[str, Any]:
+    out = _Lines()
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = key_node.start_mark.line + 1
+    out.line = node.start_mark.line + 1
+    return out
+
+
+class _Lines(dict):  # type: ignore[type-arg]
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: dict[Any, int] = {}
+        self.line = 0
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def duration(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value).strip())
+    if not m:
+        raise ValueError(f"{value!r} is not a duration (like 30s, 5m, 1h)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def load_config(path: str | None) -> Config:
+    if path is None:
+        return parse_config(DEFAULT_CONFIG, "(embedded default)", Path.cwd())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    return parse_config(text, path, Path(path).resolve().parent)
+
+
+def parse_config(text: str, source: str, base: Path) -> Config:
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    if not isinstance(doc, _Lines):
+        raise ConfigError(f"{source}: expected a mapping with 'targets'")
+
+    def fail(node: _Lines, key: str | None, message: str) -> ConfigError:
+        line = node.lines.get(key, node.line) if key is not None else node.line
+        return ConfigError(f"{source}:{line}: {message}")
+
+    def get_duration(node: _Lines, key: str, default: float) -> float:
+        if key not in node:
+            return default
+        try:
+            value = duration(node[key])
+        except ValueError as exc:
+            raise fail(node, key, f"{key}: {exc}") from None
+        if not 0 < value <= 86400:
+            raise fail(node, key, f"{key}: must be more than 0 and at most 24h")
+        return value
+
+    def get_profile(node: _Lines, default: TrustProfile | None) -> TrustProfile:
+        if "profile" not in node:
+            assert default is not None
+            return default
+        spec = str(node["profile"])
+        candidate = base / spec
+        try:
+            return load_profile(str(candidate) if candidate.is_file() else spec)
+        except ProfileError as exc:
+            raise fail(node, "profile", str(exc)) from None
+
+    interval = get_duration(doc, "interval", 60.0)
+    timeout = get_duration(doc, "timeout", 10.0)
+    profile = get_profile(doc, load_profile("microsoft365") if "profile" not in doc else None)
+    concurrency = doc.get("concurrency", 16)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 1024:
+        raise fail(doc, "concurrency", "concurrency: must be a whole number from 1 to 1024")
+    ehlo = doc.get("ehlo_name")
+    allow = doc.get("probe_allow") or []
+    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+        raise fail(doc, "probe_allow", "probe_allow: must be a list of target patterns")
+    unknown = set(doc) - {
+        "interval",
+        "timeout",
+        "profile",
+        "concurrency",
+        "ehlo_name",
+        "probe_allow",
+        "targets",
+        "web",
+        "path",
+        "address_family",
+    }
+    if unknown:
+        key = sorted(unknown, key=str)[0]
+        raise fail(doc, key, f"unknown key {key!r}")
+    entries = doc.get("targets")
+    if not isinstance(entries, list) or not entries:
+        raise fail(doc, "targets" if "targets" in doc else None, "targets: must be a non-empty list")
+    targets: list[TargetConfig] = []
+    label_names: set[str] = set()
+    for entry in entries:
+        if isinstance(entry, str):
+            node = _Lines()
+            node["target"], node.line = entry, doc.lines.get("targets", 0)
+            entry = node
+        if not isinstance(entry, _Lines) or "target" not in entry:
+            raise fail(doc, "targets", "each target needs a 'target' key")
+        for key in entry:
+            if key not in _TARGET_KEYS:
+                raise fail(
+                    entry, key, f"unknown target key {key!r} (one of {', '.join(sorted(_TARGET_KEYS))})"
+                )
+        try:
+            target = parse_target(str(entry["target"]))
+        except TargetError as exc:
+            raise fail(entry, "target", str(exc)) from None
+        labels = entry.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise fail(entry, "labels", "labels: must be a mapping of name: value")
+        for name in labels:
+            if (
+                not isinstance(name, str)
+                or not _LABEL.match(name)
+                or name in _RESERVED
+                or name.startswith("__")
+            ):
+                raise fail(entry, "labels", f"label name {name!r} is invalid or reserved")
+        family = str(entry.get("address_family", doc.get("address_family", "any")))
+        if family not in ("4", "6", "any"):
+            raise fail(entry, "address_family", "address_family: one of 4, 6, any")
+        name = str(entry["target"])
+        if any(t.name == name for t in targets):
+            raise fail(entry, "target", f"target {name!r} is configured twice")
+        label_names.update(labels)
+        targets.append(
+            TargetConfig(
+                name=name,
+                target=target,
+                profile=get_profile(entry, profile),
+                interval=get_duration(entry, "interval", interval),
+                timeout=get_duration(entry, "timeout", timeout),
+                address_family=family,
+                ehlo_name=str(entry.get("ehlo_name") or ehlo or "") or None,
+                labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+            )
+        )
+    return Config(
+        source, tuple(targets), concurrency, tuple(allow), profile, timeout, tuple(sorted(label_names))
+    )

@@ -1,0 +1,99 @@
+"""Runs every target on its own jittered interval under a concurrency limit. A target is never probed
+twice at once, so a slow or hostile one only occupies its own slot; a verdict change triggers a prompt
+confirmation probe."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import logging
+import random
+import threading
+import time
+
+from agent.pipeline import check
+from agent.probe import ProbeOptions
+from agent.probe.limits import Limits
+from agent.run.config import TargetConfig
+from agent.run.state import AgentState
+
+log = logging.getLogger("relaywatch.scheduler")
+CONFIRM_AFTER = 5.0
+
+
+def options_for(tc: TargetConfig) -> ProbeOptions:
+    return ProbeOptions(
+        limits=Limits().with_timeout(tc.timeout), ehlo_name=tc.ehlo_name, address_family=tc.address_family
+    )
+
+
+class Scheduler:
+    def __init__(self, state: AgentState) -> None:
+        self.state = state
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._queue: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._inflight: set[str] = set()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=state.config.concurrency, thread_name_prefix="probe"
+        )
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self.rounds = 0
+
+    def start(self) -> None:
+        self.reschedule()
+        self._thread.start()
+
+    def reschedule(self) -> None:
+        """After start or reload: every target due soon, spread over a second to avoid a burst."""
+        with self._lock:
+            self._queue.clear()
+            for tc in self.state.config.targets:
+                self._push(time.monotonic() + random.uniform(0, 1.0), tc.name)
+        self._wake.set()
+
+    def _push(self, due: float, name: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (due, self._seq, name))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                now = time.monotonic()
+                wait = self._queue[0][0] - now if self._queue else 1.0
+                due = []
+                while self._queue and self._queue[0][0] <= now:
+                    due.append(heapq.heappop(self._queue)[2])
+            targets = {t.name: t for t in self.state.config.targets}
+            for name in due:
+                tc = targets.get(name)
+                if tc is None or name in self._inflight:
+                    continue
+                self._inflight.add(name)
+                self._pool.submit(self._run, tc)
+            self._wake.wait(max(0.01, min(wait, 1.0)))
+            self._wake.clear()
+
+    def _run(self, tc: TargetConfig) -> None:
+        try:
+            results = check(tc.target, tc.profile, options_for(tc))
+            changed = self.state.record(tc, results)
+            for r in results:
+                log.debug("probe target=%s address=%s verdict=%s", tc.name, r.record.address, r.verdict)
+            delay = min(CONFIRM_AFTER, tc.interval) if changed else tc.interval * random.uniform(0.9, 1.1)
+        except Exception:  # a bug must not stop the schedule of this target
+            log.exception("probe of %s failed", tc.name)
+            delay = tc.interval
+        finally:
+            self._inflight.discard(tc.name)
+        with self._lock:
+            self._push(time.monotonic() + delay, tc.name)
+        self._wake.set()

@@ -1,0 +1,92 @@
+"""What the agent knows between scrapes: the last result per target and address, counters, and a
+bounded history of recent probes (and, kept apart, of recent failures) like blackbox_exporter's."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.core import Metric
+
+from agent.export.metrics import Series, families, info_families
+from agent.model import ProbeResult, Verdict
+from agent.run.config import Config, TargetConfig
+
+HISTORY = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: int
+    target: str
+    result: ProbeResult
+
+
+class AgentState:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._series: dict[str, dict[str, Series]] = {}  # target -> address -> series
+        self._since: dict[tuple[str, str], float] = {}  # when the current verdict began
+        self._ids = itertools.count(1)
+        self.recent: collections.deque[Entry] = collections.deque(maxlen=HISTORY)
+        self.failures: collections.deque[Entry] = collections.deque(maxlen=HISTORY)
+
+    def set_config(self, config: Config) -> None:
+        with self._lock:
+            self.config = config
+            names = {t.name for t in config.targets}
+            for gone in set(self._series) - names:
+                del self._series[gone]
+
+    def record(self, tc: TargetConfig, results: Sequence[ProbeResult]) -> bool:
+        """Store one round of a target; True when any address's verdict changed."""
+        changed = False
+        with self._lock:
+            old = self._series.get(tc.name, {})
+            new: dict[str, Series] = {}
+            for r in results:
+                address = r.record.address or ""
+                s = old.get(address)
+                if s is None:
+                    s = Series(tc.name, address, dict(tc.labels), r)
+                    changed |= r.verdict is not Verdict.OK
+                else:
+                    changed |= s.result.verdict is not r.verdict
+                if s.result.verdict is not r.verdict or (tc.name, address) not in self._since:
+                    self._since[(tc.name, address)] = r.record.started_at.timestamp()
+                s.labels = dict(tc.labels)
+                s.observe(r)
+                new[address] = s
+                entry = Entry(next(self._ids), tc.name, r)
+                self.recent.append(entry)
+                if r.verdict is not Verdict.OK:
+                    self.failures.append(entry)
+            for address in set(old) - set(new):  # vanished from DNS
+                self._since.pop((tc.name, address), None)
+            if tc.name in {t.name for t in self.config.targets}:
+                self._series[tc.name] = new
+        return changed
+
+    def series(self) -> list[Series]:
+        with self._lock:
+            return [s for per in self._series.values() for s in per.values()]
+
+    def since(self, target: str, address: str) -> float | None:
+        return self._since.get((target, address))
+
+    def find(self, entry_id: int) -> Entry | None:
+        with self._lock:
+            for e in itertools.chain(self.recent, self.failures):
+                if e.id == entry_id:
+                    return e
+        return None
+
+    def collect(self) -> Iterator[Metric]:
+        """The custom-collector hook for /metrics."""
+        config = self.config
+        yield from info_families((t.profile.name, t.profile.version) for t in config.targets)
+        yield from families(self.series(), config.label_names)

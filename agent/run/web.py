@@ -1,0 +1,284 @@
+"""The agent's HTTP endpoints, Prometheus-exporter style: /metrics, /probe, /-/healthy, /-/ready,
+/-/reload, and a plain server-rendered status page (no external assets, everything escaped:
+certificate fields are attacker-controlled)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from agent.analysis.profile import ProfileError, load_profile
+from agent.export.metrics import Series, families
+from agent.export.report import VERDICT_TEXT
+from agent.pipeline import check
+from agent.run.config import TargetConfig
+from agent.run.scheduler import options_for
+from agent.run.state import AgentState, Entry
+from agent.target import TargetError, parse_target
+
+log = logging.getLogger("relaywatch.web")
+COLOURS = {
+    "ok": "#1a7f37",
+    "intercepted": "#b00020",
+    "starttls_stripped": "#b00020",
+    "tls_downgraded": "#c25e00",
+    "certificate_invalid": "#c25e00",
+    "protocol_error": "#8a6d00",
+    "unreachable": "#555",
+}
+
+
+class _Families(Collector):
+    def __init__(self, produce: Callable[[], Iterator[Metric]]) -> None:
+        self.produce = produce
+
+    def collect(self) -> Iterator[Metric]:
+        return self.produce()
+
+
+class Web:
+    def __init__(self, state: AgentState, reload: Callable[[], str | None], address: tuple[str, int]) -> None:
+        self.state, self.reload = state, reload
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Families(state.collect))
+        web = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "relaywatch"
+            sys_version = ""
+
+            def log_message(self, fmt: str, *args: object) -> None:
+                log.debug("http %s", fmt % args)
+
+            def do_GET(self) -> None:
+                web.route(self, "GET")
+
+            def do_POST(self) -> None:
+                web.route(self, "POST")
+
+        ThreadingHTTPServer.daemon_threads = True
+        family_host = address[0]
+        if ":" in family_host:
+            import socket
+
+            class V6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+
+            self.server: ThreadingHTTPServer = V6(address, Handler)
+        else:
+            self.server = ThreadingHTTPServer(address, Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name="web", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --- routing
+    def route(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(h.path)
+        query = parse_qs(url.query)
+        path = url.path
+        if path == "/metrics" and method == "GET":
+            return _send(h, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        if path == "/probe" and method == "GET":
+            return self.probe(h, query)
+        if path == "/-/healthy":
+            return _send(h, 200, b"Healthy.\n")
+        if path == "/-/ready":
+            return _send(h, 200, b"Ready.\n")
+        if path == "/-/reload":
+            if method != "POST":
+                return _send(h, 405, b"Only POST requests allowed.\n")
+            error = self.reload()
+            return _send(
+                h,
+                500 if error else 200,
+                (f"failed to reload config: {error}\n" if error else "OK\n").encode(),
+            )
+        if path == "/" and method == "GET":
+            return _send(h, 200, self.status_page().encode(), "text/html; charset=utf-8")
+        if path == "/details" and method == "GET":
+            try:
+                entry = self.state.find(int(query.get("id", ["0"])[0]))
+            except ValueError:
+                entry = None
+            if entry is None:
+                return _send(h, 404, b"No such probe in the history.\n")
+            return _send(h, 200, self.detail_page(entry).encode(), "text/html; charset=utf-8")
+        return _send(h, 404, b"Not found.\n")
+
+    def probe(self, h: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
+        name = (query.get("target") or [""])[0]
+        config = self.state.config
+        if not name:
+            return _send(h, 400, b"Target parameter is missing\n")
+        if not config.allowed(name):
+            return _send(h, 403, b"Target is not configured or allowed by probe_allow\n")
+        configured = next((t for t in config.targets if t.name == name), None)
+        try:
+            profile = (
+                load_profile(query["profile"][0])
+                if "profile" in query
+                else (configured.profile if configured else config.default_profile)
+            )
+            target = configured.target if configured else parse_target(name)
+        except (ProfileError, TargetError) as exc:
+            return _send(h, 400, f"{exc}\n".encode())
+        tc = configured or TargetConfig(name, target, profile, 60.0, config.timeout, "any", None, ())
+        results = check(target, profile, options_for(tc))
+        series = []
+        for r in results:
+            s = Series(name, r.record.address or "", dict(tc.labels), r)
+            s.observe(r)
+            series.append(s)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families(lambda: families(series, config.label_names)))
+        return _send(h, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
+
+    # --- pages
+    def status_page(self) -> str:
+        rows = []
+        for s in sorted(self.state.series(), key=lambda s: (s.target, s.address)):
+            r, a = s.result.record, s.result.analysis
+            since = self.state.since(s.target, s.address)
+            entry = next((e for e in reversed(self.state.recent) if e.result is s.result), None)
+            link = f'<a href="/details?id={entry.id}">details</a>' if entry else ""
+            rows.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{c}</td>"
+                    for c in (
+                        _e(s.target),
+                        _e(s.address or "-"),
+                        _verdict(str(a.verdict)),
+                        _e(_time(since) if since else "-"),
+                        _e(a.interceptor.product if a.interceptor else "-"),
+                        _e(r.starttls.state),
+                        _e(r.tls.version if r.tls else "-"),
+                        _e(_time(r.started_at.timestamp())),
+                        link,
+                    )
+                )
+                + "</tr>"
+            )
+        history = "".join(
+            f'<li><a href="/details?id={e.id}">{_e(_time(e.result.record.started_at.timestamp()))} '
+            f"{_e(e.target)} {_e(e.result.record.address or '-')}</a> {_verdict(str(e.result.verdict))}</li>"
+            for e in reversed(self.state.recent)
+        )
+        failures = "".join(
+            f'<li><a href="/details?id={e.id}">{_e(_time(e.result.record.started_at.timestamp()))} '
+            f"{_e(e.target)}</a> {_verdict(str(e.result.verdict))}</li>"
+            for e in reversed(self.state.failures)
+        )
+        head = "".join(
+            f"<th>{c}</th>"
+            for c in (
+                "Target",
+                "Address",
+                "Verdict",
+                "Since",
+                "Interceptor",
+                "STARTTLS",
+                "TLS",
+                "Last probe",
+                "",
+            )
+        )
+        return _page(
+            "relaywatch",
+            f"<h1>relaywatch</h1><table><tr>{head}</tr>{''.join(rows)}</table>"
+            f"<h2>Recent probes</h2><ul>{history}</ul><h2>Recent failures</h2><ul>{failures}</ul>"
+            '<p><a href="/metrics">Metrics</a></p>',
+        )
+
+    def detail_page(self, entry: Entry) -> str:
+        r, a = entry.result.record, entry.result.analysis
+        words, todo = VERDICT_TEXT[a.verdict]
+        parts = [
+            f"<h1>{_e(entry.target)} {_e(r.address or '')}</h1>",
+            f"<p>Verdict: {_verdict(str(a.verdict))} {_e(words)}. What to do: {_e(todo)}</p>",
+            "<h2>Findings</h2><ul>"
+            + "".join(f"<li><b>{_e(f.severity)}</b> {_e(f.code)}: {_e(f.message)}</li>" for f in a.findings)
+            + "</ul>",
+        ]
+        if a.interceptor:
+            i = a.interceptor
+            parts.append(
+                f"<p class=interceptor>Interceptor: {_e(i.product)} ({_e(i.kind)}, {_e(i.vendor)}), "
+                f"CA {_e(i.ca_subject)}, trusted locally: {'yes' if i.trusted_locally else 'no'}</p>"
+            )
+        parts.append(
+            "<h2>Chain presented</h2><table><tr><th>#</th><th>Expected</th><th>Subject</th><th>Issuer</th>"
+            "<th>Not after</th><th>SPKI SHA-256</th></tr>"
+            + "".join(
+                f"<tr><td>{c.position}</td><td>{'yes' if c.expected else 'NO'}</td><td>{_e(c.subject)}</td>"
+                f"<td>{_e(c.issuer)}</td><td>{c.not_after:%Y-%m-%d}</td><td><code>{c.spki_sha256}</code></td></tr>"
+                for c in a.chain
+            )
+            + "</table>"
+        )
+        profile = next((t.profile for t in self.state.config.targets if t.name == entry.target), None)
+        if profile:
+            parts.append(
+                "<h2>Expected anchors ("
+                + _e(profile.name)
+                + ")</h2><ul>"
+                + "".join(f"<li>{_e(c.subject.rfc4514_string())}</li>" for c in profile.anchors)
+                + "</ul>"
+            )
+        parts.append(
+            "<h2>Transcript</h2><pre>"
+            + _e("\n".join(f"{t.at * 1000:8.1f} ms {t.direction} {t.text}" for t in r.transcript))
+            + "</pre>"
+        )
+        parts.append("<h2>Certificates (PEM)</h2>" + "".join(f"<pre>{_e(c.pem)}</pre>" for c in a.chain))
+        return _page(f"relaywatch: {entry.target}", "".join(parts) + '<p><a href="/">Back</a></p>')
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _verdict(v: str) -> str:
+    return f'<span class="verdict" style="color:{COLOURS.get(v, "#000")};font-weight:bold">{_e(v)}</span>'
+
+
+def _time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{_e(title)}</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}pre{background:#f6f6f6;padding:8px}"
+        f"</style></head><body>{body}</body></html>"
+    )
+
+
+def _send(
+    h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8"
+) -> None:
+    h.send_response(HTTPStatus(status))
+    h.send_header("Content-Type", ctype)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(body)

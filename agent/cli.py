@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--log.level", dest="log_level", choices=("debug", "info", "warn", "error"), default="info"
     )
+    r.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt")
+    r.add_argument(
+        "--web.config.file", dest="web_config_file", help="exporter-toolkit web config (TLS, basic auth)"
+    )
+    r.add_argument("--push.gateway", dest="push_gateway", help="Pushgateway URL to push to after each probe")
+    r.add_argument("--textfile", help="write node_exporter textfile-collector output here (atomically)")
+    r.add_argument(
+        "--events.file", dest="events_file", help="evidence log: JSON lines, one per verdict change"
+    )
 
     d = sub.add_parser("demo", help="run the loopback lab and show every verdict")
     d.add_argument("--json", action="store_true")
@@ -157,9 +166,21 @@ def _parse_time(text: str) -> dt.datetime:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.run.agent import serve
+    from agent.run.agent import Settings, serve
 
-    return serve(args.config_file, args.listen, "warning" if args.log_level == "warn" else args.log_level)
+    level = "warning" if args.log_level == "warn" else args.log_level
+    return serve(
+        Settings(
+            args.config_file,
+            args.listen,
+            level,
+            args.log_format,
+            args.web_config_file,
+            args.push_gateway,
+            args.textfile,
+            args.events_file,
+        )
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -92,6 +92,7 @@ def make_leaf(
     not_before: dt.datetime | None = None,
     days: int = 365,
     key: ec.EllipticCurvePrivateKey | None = None,
+    client: bool = False,
 ) -> Issued:
     key = key or ec.generate_private_key(ec.SECP256R1())
     start = not_before or _now() - dt.timedelta(days=10)
@@ -125,7 +126,12 @@ def make_leaf(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False

@@ -11,6 +11,7 @@ import socketserver
 import ssl
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,9 @@ def server_context(
         key.write_bytes(leaf.key_pem())
         ctx.load_cert_chain(cert, key)
     if tls_max == "1.0":
-        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1  # deprecated on purpose: a lab
+        with warnings.catch_warnings():  # deprecated on purpose: this lab server is the bad example
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
         ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
     return ctx
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 
+from agent.export.outputs import Outputs
 from agent.run.config import Config, ConfigError, load_config
+from agent.run.events import EventLog
 from agent.run.scheduler import Scheduler
 from agent.run.state import AgentState
 from agent.run.web import Web
+from agent.run.webconfig import load_web_config
 
 log = logging.getLogger("relaywatch")
 
@@ -24,6 +30,18 @@ class _Logfmt(logging.Formatter):
         )
 
 
+class _Json(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+        )
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -31,14 +49,30 @@ def parse_listen(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
-def serve(config_file: str | None, listen: str, log_level: str) -> int:
+@dataclass(frozen=True)
+class Settings:
+    config_file: str | None = None
+    listen: str = ":10587"
+    log_level: str = "info"
+    log_format: str = "logfmt"
+    web_config_file: str | None = None
+    push_gateway: str | None = None
+    textfile: str | None = None
+    events_file: str | None = None
+
+
+def serve(settings: Settings) -> int:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Logfmt())
-    logging.basicConfig(level=getattr(logging, log_level.upper()), handlers=[handler], force=True)
-    address = parse_listen(listen)
+    handler.setFormatter(_Json() if settings.log_format == "json" else _Logfmt())
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper()), handlers=[handler], force=True)
+    address = parse_listen(settings.listen)
+    config_file = settings.config_file
     config = load_config(config_file)
+    web_config = load_web_config(settings.web_config_file)
+    if settings.textfile and not Path(settings.textfile).parent.is_dir():
+        raise ConfigError(f"--textfile {settings.textfile}: its directory does not exist")
     state = AgentState(config)
-    scheduler = Scheduler(state)
+    events = EventLog(settings.events_file) if settings.events_file else None
     lock = threading.Lock()
 
     def reload() -> str | None:
@@ -54,14 +88,18 @@ def serve(config_file: str | None, listen: str, log_level: str) -> int:
             return None
 
     try:
-        web = Web(state, reload, address)
+        web = Web(state, reload, address, web_config)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {listen}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot listen on {settings.listen}: {exc.strerror}") from exc
+    outputs = Outputs(web.registry, settings.push_gateway, settings.textfile)
+    listeners = [outputs.changed] + ([events] if events else [])
+    scheduler = Scheduler(state, listeners)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, daemon=True).start())
     web.start()
+    outputs.start()
     scheduler.start()
     log.info(
         "listening on %s:%d, %d targets from %s", address[0], web.port, len(config.targets), config.source
@@ -69,5 +107,8 @@ def serve(config_file: str | None, listen: str, log_level: str) -> int:
     stop.wait()
     log.info("shutting down")
     scheduler.stop()
+    outputs.stop()
     web.stop()
+    if events:
+        events.close()
     return 0

@@ -10,12 +10,16 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 
+from agent.model import ProbeResult
 from agent.pipeline import check
 from agent.probe import ProbeOptions
 from agent.probe.limits import Limits
 from agent.run.config import TargetConfig
-from agent.run.state import AgentState
+from agent.run.state import AgentState, Change
+
+Listener = Callable[[TargetConfig, Sequence[ProbeResult], Sequence[Change]], None]
 
 log = logging.getLogger("relaywatch.scheduler")
 CONFIRM_AFTER = 5.0
@@ -28,8 +32,9 @@ def options_for(tc: TargetConfig) -> ProbeOptions:
 
 
 class Scheduler:
-    def __init__(self, state: AgentState) -> None:
+    def __init__(self, state: AgentState, listeners: Sequence[Listener] = ()) -> None:
         self.state = state
+        self.listeners = list(listeners)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -85,10 +90,13 @@ class Scheduler:
     def _run(self, tc: TargetConfig) -> None:
         try:
             results = check(tc.target, tc.profile, options_for(tc))
-            changed = self.state.record(tc, results)
+            changes = self.state.record(tc, results)
             for r in results:
                 log.debug("probe target=%s address=%s verdict=%s", tc.name, r.record.address, r.verdict)
-            delay = min(CONFIRM_AFTER, tc.interval) if changed else tc.interval * random.uniform(0.9, 1.1)
+            for listener in self.listeners:
+                listener(tc, results, changes)
+            confirm = any(c.previous is not None for c in changes)
+            delay = min(CONFIRM_AFTER, tc.interval) if confirm else tc.interval * random.uniform(0.9, 1.1)
         except Exception:  # a bug must not stop the schedule of this target
             log.exception("probe of %s failed", tc.name)
             delay = tc.interval

@@ -25,6 +25,14 @@ class Entry:
     result: ProbeResult
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    target: str
+    address: str
+    previous: Verdict | None  # None: first probe of this address
+    result: ProbeResult
+
+
 class AgentState:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -42,9 +50,9 @@ class AgentState:
             for gone in set(self._series) - names:
                 del self._series[gone]
 
-    def record(self, tc: TargetConfig, results: Sequence[ProbeResult]) -> bool:
-        """Store one round of a target; True when any address's verdict changed."""
-        changed = False
+    def record(self, tc: TargetConfig, results: Sequence[ProbeResult]) -> list[Change]:
+        """Store one round of a target; returns the addresses whose verdict changed (or that are new)."""
+        changed: list[Change] = []
         with self._lock:
             old = self._series.get(tc.name, {})
             new: dict[str, Series] = {}
@@ -53,9 +61,9 @@ class AgentState:
                 s = old.get(address)
                 if s is None:
                     s = Series(tc.name, address, dict(tc.labels), r)
-                    changed |= r.verdict is not Verdict.OK
-                else:
-                    changed |= s.result.verdict is not r.verdict
+                    changed.append(Change(tc.name, address, None, r))
+                elif s.result.verdict is not r.verdict:
+                    changed.append(Change(tc.name, address, s.result.verdict, r))
                 if s.result.verdict is not r.verdict or (tc.name, address) not in self._since:
                     self._since[(tc.name, address)] = r.record.started_at.timestamp()
                 s.labels = dict(tc.labels)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
@@ -24,6 +25,7 @@ from agent.pipeline import check
 from agent.run.config import TargetConfig
 from agent.run.scheduler import options_for
 from agent.run.state import AgentState, Entry
+from agent.run.webconfig import WebConfig
 from agent.target import TargetError, parse_target
 
 log = logging.getLogger("relaywatch.web")
@@ -47,8 +49,15 @@ class _Families(Collector):
 
 
 class Web:
-    def __init__(self, state: AgentState, reload: Callable[[], str | None], address: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        state: AgentState,
+        reload: Callable[[], str | None],
+        address: tuple[str, int],
+        web_config: WebConfig | None = None,
+    ) -> None:
         self.state, self.reload = state, reload
+        self.web_config = web_config or WebConfig()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Families(state.collect))
         web = self
@@ -66,17 +75,23 @@ class Web:
             def do_POST(self) -> None:
                 web.route(self, "POST")
 
-        ThreadingHTTPServer.daemon_threads = True
-        family_host = address[0]
-        if ":" in family_host:
-            import socket
+        tls = self.web_config.tls
 
-            class V6(ThreadingHTTPServer):
-                address_family = socket.AF_INET6
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
 
-            self.server: ThreadingHTTPServer = V6(address, Handler)
-        else:
-            self.server = ThreadingHTTPServer(address, Handler)
+            def get_request(self):  # type: ignore[no-untyped-def]
+                sock, addr = super().get_request()
+                sock.settimeout(15)  # a stalled client holds one thread for 15 s at most
+                if tls is not None:  # the handshake runs in the request's own thread
+                    sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                return sock, addr
+
+            def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+                log.debug("http connection from %s failed", client_address[0])
+
+        self.server: ThreadingHTTPServer = Server(address, Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, name="web", daemon=True
@@ -91,6 +106,13 @@ class Web:
 
     # --- routing
     def route(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        if not self.web_config.authorized(h.headers.get("Authorization")):
+            h.send_response(HTTPStatus.UNAUTHORIZED)
+            h.send_header("WWW-Authenticate", 'Basic realm="relaywatch"')
+            h.send_header("Content-Length", "13")
+            h.end_headers()
+            h.wfile.write(b"Unauthorized\n")
+            return None
         url = urlsplit(h.path)
         query = parse_qs(url.query)
         path = url.path

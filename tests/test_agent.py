@@ -1,0 +1,230 @@
+"""`relaywatch run` end to end: real Prometheus, promtool, Pushgateway, Chromium against the agent
+probing the loopback lab."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import signal
+import ssl
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.lab.demo import Lab, running_lab
+from agent.lab.pki import make_leaf
+from tests.agent_helpers import free_port, get, lab_config, run_agent, service, wait_for
+
+pytestmark = pytest.mark.peers
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with running_lab() as lab:
+        yield lab
+
+
+def scenario(lab: Lab, name: str) -> str:
+    return next(s.target for s in lab.scenarios if s.name == name)
+
+
+def all_probed(agent, lab: Lab) -> bool:  # type: ignore[no-untyped-def]
+    text = agent.metrics()
+    return all(f'target="{s.target}"' in text for s in lab.scenarios)
+
+
+def test_real_prometheus_sees_interception(lab: Lab, tmp_path: Path) -> None:
+    with run_agent(lab_config(tmp_path, lab)) as agent:
+        prom_port = free_port()
+        cfg = tmp_path / "prometheus.yml"
+        cfg.write_text(
+            "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: relaywatch\n"
+            f"    static_configs: [{{targets: ['{agent.url.removeprefix('http://')}']}}]\n"
+        )
+        argv = [
+            shutil.which("prometheus") or "/usr/bin/prometheus",
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ]
+        with service(argv, f"http://127.0.0.1:{prom_port}/-/ready"):
+            api = f"http://127.0.0.1:{prom_port}/api/v1/query?query="
+
+            def values() -> dict[str, str] | None:
+                body = json.loads(get(api + urllib.parse.quote("relaywatch_interception_detected"))[1])
+                found = {r["metric"]["scenario"]: r["value"][1] for r in body["data"]["result"]}
+                return found if {"mail-shield", "relay"} <= set(found) else None
+
+            found = wait_for(values, 60)
+    assert found["mail-shield"] == "1" and found["relay"] == "0"  # type: ignore[index]
+
+
+def test_metrics_contract_and_promtool(lab: Lab, tmp_path: Path) -> None:
+    with run_agent(lab_config(tmp_path, lab)) as agent:
+        wait_for(lambda: all_probed(agent, lab), 60)
+        text = agent.metrics()
+    promtool = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in (
+        "relaywatch_probe_success",
+        "relaywatch_verdict",
+        "relaywatch_interception_detected",
+        "relaywatch_interceptor_info",
+        "relaywatch_starttls_state",
+        "relaywatch_tls_version_info",
+        "relaywatch_tls_cipher_info",
+        "relaywatch_chain_certificate_info",
+        "relaywatch_certificate_not_after_timestamp_seconds",
+        "relaywatch_probe_duration_seconds",
+        "relaywatch_probes",
+        "relaywatch_last_probe_timestamp_seconds",
+        "relaywatch_build_info",
+        "relaywatch_profile_info",
+    ):
+        assert name in fams, name
+    shield = scenario(lab, "mail-shield")
+    info = [s for s in fams["relaywatch_interceptor_info"].samples if s.labels["target"] == shield]
+    assert info and info[0].labels["product"] == "Avast" and info[0].labels["kind"] == "antivirus"
+    states = [s for s in fams["relaywatch_starttls_state"].samples if s.labels["scenario"] == "cisco-asa"]
+    assert {s.labels["state"]: s.value for s in states}["masked"] == 1.0
+    assert sum(s.value for s in states) == 1.0  # a state set: exactly one is 1
+
+
+def test_probe_endpoint_is_restricted(lab: Lab, tmp_path: Path) -> None:
+    cfg = lab_config(tmp_path, lab, extra="probe_allow: ['smtps://127.0.0.*:*']")
+    with run_agent(cfg) as agent:
+        status, body = get(agent.url + "/probe?target=" + urllib.parse.quote(scenario(lab, "mail-shield")))
+        assert status == 200 and "relaywatch_interception_detected" in body
+        assert 'relaywatch_interception_detected{address="127.0.0.1",scenario="mail-shield"' in body
+        assert "cisco-asa" not in body  # only that probe's series
+        status, _ = get(agent.url + "/probe?target=smtp://10.1.2.3:25")
+        assert status == 403
+        status, _ = get(agent.url + "/probe?target=example.org:587")
+        assert status == 403
+        status, body = get(
+            agent.url + "/probe?target=smtps://127.0.0.1:1"
+        )  # allowed by pattern: refused port
+        verdicts = {f.name: f for f in text_string_to_metric_families(body)}["relaywatch_verdict"].samples
+        assert status == 200 and [s.labels["verdict"] for s in verdicts if s.value == 1] == ["unreachable"]
+
+
+def test_bad_config_is_refused_with_its_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yml"
+    cfg.write_text("interval: 60s\ntargets:\n  - target: smtp.office365.com:587\n    interval: often\n")
+    proc = subprocess.run(
+        ["python3", "-m", "agent", "run", "--config.file", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip()
+        == f"relaywatch: error: {cfg}:4: interval: 'often' is not a duration (like 30s, 5m, 1h)"
+    )
+
+
+def test_reload_keeps_running_config_on_error(lab: Lab, tmp_path: Path) -> None:
+    cfg = lab_config(tmp_path, lab)
+    good = cfg.read_text()
+    with run_agent(cfg) as agent:
+        wait_for(lambda: all_probed(agent, lab), 60)
+        cfg.write_text("targets: [\n")
+        status, body = get(agent.url + "/-/reload", method="POST")
+        assert status == 500 and f"{cfg}:2" in body
+        agent.proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert agent.proc.poll() is None and all_probed(agent, lab)
+        cfg.write_text(good.replace(scenario(lab, "expired"), "smtp://127.0.0.1:1"))
+        status, _ = get(agent.url + "/-/reload", method="POST")
+        assert status == 200
+        wait_for(lambda: 'target="smtp://127.0.0.1:1"' in agent.metrics(), 30)
+        assert scenario(lab, "expired") not in agent.metrics()  # removed with its target
+
+
+def test_sigterm_is_clean_and_quick(lab: Lab, tmp_path: Path) -> None:
+    with run_agent(lab_config(tmp_path, lab)) as agent:
+        wait_for(lambda: all_probed(agent, lab), 60)
+        start = time.monotonic()
+        agent.proc.send_signal(signal.SIGTERM)
+        rc = agent.proc.wait(10)
+        assert rc == 0 and time.monotonic() - start < 3
+        assert "Traceback" not in (agent.proc.stderr.read() if agent.proc.stderr else "")
+
+
+def test_web_config_tls_and_basic_auth(lab: Lab, tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    d = lab.directory
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {d}/relay.pem\n  key_file: {d}/relay.key\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+    )
+    ctx = ssl.create_default_context(cafile=str(d / "root.pem"))
+    ctx.load_verify_locations(str(d / "issuing.pem"))
+    with run_agent(lab_config(tmp_path, lab), "--web.config.file", str(web), ready=False) as agent:
+        url = agent.url.replace("http://", "https://").replace("127.0.0.1", "localhost")
+
+        def fetch(user: str, password: str) -> tuple[int, str]:
+            auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+            import urllib.request
+
+            req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Basic {auth}"})
+            try:
+                with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:  # type: ignore[name-defined]
+                return e.code, e.read().decode()
+
+        import urllib.error
+
+        status, body = wait_for(lambda: fetch("prometheus", "s3cret"), 20)  # type: ignore[misc]
+        assert status == 200 and "relaywatch_build_info" in body
+        assert fetch("prometheus", "wrong") == (401, "Unauthorized\n")
+        assert fetch("nobody", "s3cret") == (401, "Unauthorized\n")
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP on a TLS port
+            urllib.request.urlopen(agent.url + "/metrics", timeout=5)
+
+
+def test_web_config_client_certificates(lab: Lab, tmp_path: Path) -> None:
+    d = lab.directory
+    web = tmp_path / "web.yml"
+    (tmp_path / "clients.pem").write_bytes((d / "root.pem").read_bytes() + (d / "issuing.pem").read_bytes())
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {d}/relay.pem\n  key_file: {d}/relay.key\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {tmp_path}/clients.pem\n"
+    )
+    stranger = make_leaf(lab.pki.unknown_ca, ("client.relaywatch.test",), client=True)
+    member = make_leaf(lab.pki.issuing, ("prometheus.relaywatch.test",), client=True)
+    (tmp_path / "member.pem").write_bytes(member.cert_pem())
+    (tmp_path / "member.key").write_bytes(member.key_pem())
+    (tmp_path / "stranger.pem").write_bytes(stranger.cert_pem())
+    (tmp_path / "stranger.key").write_bytes(stranger.key_pem())
+    import urllib.error
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(d / "root.pem"))
+    ctx.load_verify_locations(str(d / "issuing.pem"))
+    with run_agent(lab_config(tmp_path, lab), "--web.config.file", str(web), ready=False) as agent:
+        url = agent.url.replace("http://", "https://").replace("127.0.0.1", "localhost") + "/-/healthy"
+        time.sleep(1.5)
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(url, context=ctx, timeout=5).read()
+        ctx.load_cert_chain(str(tmp_path / "stranger.pem"), str(tmp_path / "stranger.key"))  # foreign CA
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(url, context=ctx, timeout=5).read()
+        good = ssl.create_default_context(cafile=str(d / "root.pem"))
+        good.load_verify_locations(str(d / "issuing.pem"))
+        good.load_cert_chain(str(tmp_path / "member.pem"), str(tmp_path / "member.key"))
+        with urllib.request.urlopen(url, context=good, timeout=5) as r:
+            assert r.status == 200

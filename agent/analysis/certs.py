@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 
 from cryptography import x509
@@ -15,11 +17,22 @@ from agent.model import CertInfo
 _SHA256 = hashes.SHA256()
 
 
+# The agent sees the same few chains on every round: parse and describe each certificate once.
+_CACHE = 512
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def from_der(der: bytes) -> x509.Certificate:
+    return x509.load_der_x509_certificate(der)
+
+
+@functools.lru_cache(maxsize=_CACHE)
 def spki_sha256(cert: x509.Certificate) -> str:
     der = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
 
+@functools.lru_cache(maxsize=_CACHE)
 def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(_SHA256).hex()
 
@@ -73,6 +86,12 @@ def key_description(cert: x509.Certificate) -> str:
 
 
 def describe(cert: x509.Certificate, position: int, expected: bool = False) -> CertInfo:
+    return dataclasses.replace(_describe(cert), position=position, expected=expected)
+
+
+@functools.lru_cache(maxsize=_CACHE)
+def _describe(cert: x509.Certificate) -> CertInfo:
+    position, expected = 0, False
     try:
         sig = cert.signature_algorithm_oid._name
     except Exception:  # unknown OIDs have no name; the dotted form is still evidence

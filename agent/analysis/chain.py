@@ -7,9 +7,12 @@ name (no: wrong certificate).
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import enum
+import functools
 import ipaddress
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,9 +57,65 @@ def validate(
     allowed_names: Sequence[str] = (),
     extra_intermediates: Sequence[x509.Certificate] = (),
     permissive: bool = False,
+    explain: bool = True,
+    anchors: tuple[x509.Certificate, ...] = (),
 ) -> PathResult:
+    """explain=False skips telling expiry from distrust (one verification fewer) when only validity counts.
+
+    With `anchors` (the certificates in `store`) the result is memoized: it can only change when `at`
+    crosses a not-before/not-after of a certificate involved, so a repeated chain costs no verification
+    until then. The agent sees the same chain on every round."""
     if not chain:
         return PathResult(PathStatus.NO_CERTIFICATE, error="no certificate presented")
+    if not anchors:
+        return _validate(chain, store, at, host, allowed_names, extra_intermediates, permissive, explain)
+    key = (
+        tuple(fingerprint(c) for c in chain),
+        id(store),
+        host,
+        tuple(allowed_names),
+        tuple(fingerprint(c) for c in extra_intermediates),
+        permissive,
+        explain,
+    )
+    t = at.timestamp()
+    with _memo_lock:
+        hit = _memo.get(key)
+        if hit is not None and hit[3] is store and hit[0] <= t < hit[1]:  # the entry keeps `store` alive
+            _memo.move_to_end(key)
+            return hit[2]
+    result = _validate(chain, store, at, host, allowed_names, extra_intermediates, permissive, explain)
+    events = _events(anchors) + _events(tuple(chain)) + _events(tuple(extra_intermediates))
+    lo = max((e for e in events if e <= t), default=float("-inf"))
+    hi = min((e for e in events if e > t), default=float("inf"))
+    with _memo_lock:
+        _memo[key] = (lo, hi, result, store)
+        if len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
+    return result
+
+
+_MEMO_SIZE = 512
+_memo: collections.OrderedDict[tuple, tuple[float, float, PathResult, v.Store]] = collections.OrderedDict()  # type: ignore[type-arg]
+_memo_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _events(certs: tuple[x509.Certificate, ...]) -> tuple[float, ...]:
+    """The moments at which any of these certificates becomes valid or expires."""
+    return tuple(t.timestamp() for c in certs for t in (c.not_valid_before_utc, c.not_valid_after_utc))
+
+
+def _validate(
+    chain: Sequence[x509.Certificate],
+    store: v.Store,
+    at: dt.datetime,
+    host: str,
+    allowed_names: Sequence[str],
+    extra_intermediates: Sequence[x509.Certificate],
+    permissive: bool,
+    explain: bool,
+) -> PathResult:
     leaf, presented = chain[0], list(chain[1:])
     intermediates = presented + [c for c in extra_intermediates if c not in presented]
     own_name = _leaf_subject(leaf, host)
@@ -67,16 +126,29 @@ def validate(
             builder = builder.extension_policies(ca_policy=_LENIENT_CA, ee_policy=_LENIENT_EE)
         return builder.build_server_verifier(subject).verify(leaf, intermediates)
 
-    try:
+    sent = {fingerprint(c) for c in chain}
+
+    def result(
+        status: PathStatus, path: list[x509.Certificate], error: str = "", name: str = ""
+    ) -> PathResult:
+        completed = tuple(c for c in path[1:-1] if fingerprint(c) not in sent)
+        return PathResult(status, tuple(path), error, completed, name)
+
+    try:  # the common case, one verification: path and the target's own name
+        return result(PathStatus.VALID, attempt(at, _subject(host)), name=host)
+    except (v.VerificationError, ValueError):
+        pass
+    try:  # is it the path, or only the name?
         path = attempt(at, own_name)
     except v.VerificationError as exc:
+        if not explain:
+            return PathResult(PathStatus.UNTRUSTED, error=_short(str(exc)))
         return _why_not(leaf, at, own_name, attempt, str(exc))
-    sent = {fingerprint(c) for c in chain}
-    completed = tuple(c for c in path[1:-1] if fingerprint(c) not in sent)
-    name = _name_match(leaf, host, allowed_names, lambda s: attempt(at, s))
-    if name is None:
-        return PathResult(PathStatus.NAME_MISMATCH, tuple(path), f"certificate is not for {host}", completed)
-    return PathResult(PathStatus.VALID, tuple(path), "", completed, name)
+    carried = dns_names(leaf)
+    for pattern in allowed_names:
+        if any(names_overlap(pattern, n) for n in carried):
+            return result(PathStatus.VALID, path, name=pattern)
+    return result(PathStatus.NAME_MISMATCH, path, f"certificate is not for {host}")
 
 
 def _why_not(leaf, at, own_name, attempt, error: str) -> PathResult:  # type: ignore[no-untyped-def]
@@ -94,20 +166,6 @@ def _why_not(leaf, at, own_name, attempt, error: str) -> PathResult:  # type: ig
     if at < lo:
         return PathResult(PathStatus.NOT_YET_VALID, path, f"leaf not valid before {lo:%Y-%m-%d %H:%M} UTC")
     return PathResult(PathStatus.CHAIN_EXPIRED, path, _short(error))
-
-
-def _name_match(leaf, host, allowed, check) -> str | None:  # type: ignore[no-untyped-def]
-    """The target host through the verifier's own name check, else a profile name the leaf carries."""
-    try:
-        check(_subject(host))
-        return host
-    except (v.VerificationError, ValueError):
-        pass
-    carried = dns_names(leaf)
-    for pattern in allowed:
-        if any(names_overlap(pattern, n) for n in carried):
-            return pattern
-    return None
 
 
 def names_overlap(a: str, b: str) -> bool:

@@ -50,7 +50,15 @@ def analyze(
         )
     if chain:
         host = host or host_store()
-        result = validate(chain, profile.store, at, record.target.host, profile.names, profile.intermediates)
+        result = validate(
+            chain,
+            profile.store,
+            at,
+            record.target.host,
+            profile.names,
+            profile.intermediates,
+            anchors=profile.anchors,
+        )
         trusted_locally = _trusted_locally(chain, host, at, record.target.host)
         findings += _chain_findings(result, chain, profile, host, at)
         validated = tuple(c.subject.rfc4514_string() for c in result.path)
@@ -167,7 +175,7 @@ def _parse_chain(record: ProbeRecord, findings: list[Finding]) -> list[x509.Cert
     chain = []
     for i, der in enumerate(record.tls.chain_der):
         try:
-            chain.append(x509.load_der_x509_certificate(der))
+            chain.append(certinfo.from_der(der))
         except ValueError as exc:
             findings.append(
                 Finding("certificate_unparsable", WARN, f"certificate {i} cannot be parsed: {exc}")
@@ -245,7 +253,9 @@ def _chain_findings(
 def _trusted_locally(chain: Sequence[x509.Certificate], host: HostStore, at: dt.datetime, name: str) -> bool:
     if host.store is None:
         return False
-    r = validate(chain, host.store, at, name, (), (), permissive=True)
+    r = validate(
+        chain, host.store, at, name, (), (), permissive=True, explain=False, anchors=host.certificates
+    )
     return r.status in (PathStatus.VALID, PathStatus.NAME_MISMATCH)
 
 

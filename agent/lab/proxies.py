@@ -101,6 +101,7 @@ class Resigner:
 
     def __call__(self, client: socket.socket, server: LabServer) -> None:
         up = socket.create_connection(self.upstream, timeout=10)
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if self.starttls and not _relay_until_upgrade(client, up, self.protocol):
                 return
@@ -130,6 +131,7 @@ class Stripper:
 
     def __call__(self, client: socket.socket, server: LabServer) -> None:
         up = socket.create_connection(self.upstream, timeout=10)
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             cio, uio = Lines(client), Lines(up)
             while True:

@@ -83,6 +83,8 @@ class LabServer:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 self.request.settimeout(30)
+                # small writes must not wait for delayed ACKs (as real relays do)
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 # the client went away or misbehaved: a lab server just drops it
                 with contextlib.suppress(OSError, ssl.SSLError, ValueError):
                     outer.handle_fn(self.request, outer)

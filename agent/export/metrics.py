@@ -39,6 +39,7 @@ class Series:
     probes_by_verdict: dict[str, int] = field(default_factory=dict)
     durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     duration_sum: float = 0.0
+    entry_id: int = 0  # the probe in the agent's history that produced `result`
 
     def observe(self, result: ProbeResult) -> None:
         self.result = result

@@ -70,6 +70,7 @@ class AgentState:
                 s.observe(r)
                 new[address] = s
                 entry = Entry(next(self._ids), tc.name, r)
+                s.entry_id = entry.id
                 self.recent.append(entry)
                 if r.verdict is not Verdict.OK:
                     self.failures.append(entry)
@@ -87,10 +88,16 @@ class AgentState:
         return self._since.get((target, address))
 
     def find(self, entry_id: int) -> Entry | None:
+        """A probe in the history, or the latest of any target (its row links here even once it has left
+        the bounded history)."""
         with self._lock:
             for e in itertools.chain(self.recent, self.failures):
                 if e.id == entry_id:
                     return e
+            for per in self._series.values():
+                for s in per.values():
+                    if s.entry_id == entry_id:
+                        return Entry(entry_id, s.target, s.result)
         return None
 
     def collect(self) -> Iterator[Metric]:

@@ -179,8 +179,7 @@ class Web:
         for s in sorted(self.state.series(), key=lambda s: (s.target, s.address)):
             r, a = s.result.record, s.result.analysis
             since = self.state.since(s.target, s.address)
-            entry = next((e for e in reversed(self.state.recent) if e.result is s.result), None)
-            link = f'<a href="/details?id={entry.id}">details</a>' if entry else ""
+            link = f'<a href="/details?id={s.entry_id}">details</a>'
             rows.append(
                 "<tr>"
                 + "".join(

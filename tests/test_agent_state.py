@@ -1,0 +1,85 @@
+"""The agent's state in-process: bounded series, vanished addresses removed, label values sanitized."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
+
+from agent.export.metrics import MAX_LABEL, label
+from agent.lab.pki import LabPKI, make_ca, make_leaf
+from agent.lab.servers import LabServer, Mail, server_context
+from agent.run.config import parse_config
+from agent.run.state import AgentState
+from agent.run.web import _Families
+from tests.conftest import probe
+
+
+def exposition(state: AgentState) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(state.collect))
+    return generate_latest(registry).decode()
+
+
+def test_label_values_are_bounded_and_printable() -> None:
+    hostile = "\x1b[31m" + "é" * 10 + "\n" + "A" * 500
+    value = label(hostile)
+    assert len(value) == MAX_LABEL and value.isprintable() and value.isascii()
+
+
+def test_series_per_target_are_fixed_whatever_the_chain(pki: LabPKI, lab_dir: Path, lab_profile) -> None:  # type: ignore[no-untyped-def]
+    """A 60-certificate chain with huge names yields the same number of series as a 2-certificate one."""
+    cfg = parse_config(f"profile: {lab_dir}/lab-profile.yml\ntargets: [smtp://127.0.0.1:1]\n", "t", lab_dir)
+    tc = cfg.targets[0]
+
+    def count(chain_ctx) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+        state = AgentState(cfg)
+        with LabServer(Mail("smtp", chain_ctx)) as s:
+            results = probe(f"smtp://127.0.0.1:{s.port}", lab_profile)
+        state.record(tc, [dataclasses.replace(r) for r in results])
+        text = exposition(state)
+        return sum(1 for line in text.splitlines() if line and not line.startswith("#")), text
+
+    small, _ = count(server_context(pki.relay, [pki.issuing]))
+    cas = [make_ca(_cn("X" * 60 + "\u202e0"))]
+    for i in range(1, 59):
+        cas.append(make_ca(_cn("Y" * 60 + str(i)), cas[-1]))
+    big, text = count(server_context(make_leaf(cas[-1], ("localhost",)), list(reversed(cas))))
+    chain_series = [
+        s
+        for f in text_string_to_metric_families(text)
+        if f.name == "relaywatch_chain_certificate_info"
+        for s in f.samples
+    ]
+    assert len(chain_series) == 10  # at most 10 positions
+    assert all(len(v) <= MAX_LABEL and v.isascii() for s in chain_series for v in s.labels.values())
+    # 8 more positions (chain info and expiry) and interceptor_info: a constant, whatever the server sends
+    assert big == small + 2 * (10 - 2) + 1
+
+
+def _cn(text: str):  # type: ignore[no-untyped-def]
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text[:64])])
+
+
+def test_addresses_that_vanish_are_removed(pki: LabPKI, lab_dir: Path, lab_profile) -> None:  # type: ignore[no-untyped-def]
+    cfg = parse_config(f"profile: {lab_dir}/lab-profile.yml\ntargets: [smtp://relay.test:25]\n", "t", lab_dir)
+    tc = cfg.targets[0]
+    state = AgentState(cfg)
+    with LabServer(Mail("smtp", server_context(pki.relay, [pki.issuing]))) as s:
+        [r] = probe(f"smtp://127.0.0.1:{s.port}", lab_profile)
+    rec = r.record
+    v4 = r
+    v6 = dataclasses.replace(r, record=dataclasses.replace(rec, address="::1"))
+    state.record(tc, [v4, v6])
+    assert 'address="::1"' in exposition(state)
+    later = dataclasses.replace(v4, record=dataclasses.replace(rec, started_at=dt.datetime.now(dt.UTC)))
+    changes = state.record(tc, [later])
+    assert 'address="::1"' not in exposition(state) and 'address="127.0.0.1"' in exposition(state)
+    assert changes == []  # same verdict on the remaining address: no event

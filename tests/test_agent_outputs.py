@@ -151,10 +151,13 @@ def test_probe_of_unconfigured_profile_param(lab: Lab, tmp_path: Path) -> None:
         _, ms_view = get(f"{agent.url}/probe?target={urllib.parse.quote(relay)}&profile=microsoft365")
         status, _ = get(f"{agent.url}/probe?target={urllib.parse.quote(relay)}&profile=nope")
     assert "relaywatch_interception_detected" in lab_view and status == 400
-    detected = lambda t: [
-        s.value
-        for f in text_string_to_metric_families(t)  # noqa: E731
-        if f.name == "relaywatch_interception_detected"
-        for s in f.samples
-    ]
+
+    def detected(t):
+        return [
+            s.value
+            for f in text_string_to_metric_families(t)
+            if f.name == "relaywatch_interception_detected"
+            for s in f.samples
+        ]
+
     assert detected(lab_view) == [0.0] and detected(ms_view) == [1.0]

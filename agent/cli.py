@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         "--config.file", dest="config_file", help="YAML config (default: embedded, probes Microsoft 365)"
     )
     r.add_argument(
-        "--web.listen-address", dest="listen", default=":10587", help="[host]:port (default :10587)"
+        "--web.listen-address",
+        dest="listen",
+        help="[host]:port (default: web.listen_address of the config, else :10587)",
     )
     r.add_argument(
         "--log.level", dest="log_level", choices=("debug", "info", "warn", "error"), default="info"

@@ -52,7 +52,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 @dataclass(frozen=True)
 class Settings:
     config_file: str | None = None
-    listen: str = ":10587"
+    listen: str | None = None  # default: the config's web.listen_address, else :10587
     log_level: str = "info"
     log_format: str = "logfmt"
     web_config_file: str | None = None
@@ -65,10 +65,11 @@ def serve(settings: Settings) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Json() if settings.log_format == "json" else _Logfmt())
     logging.basicConfig(level=getattr(logging, settings.log_level.upper()), handlers=[handler], force=True)
-    address = parse_listen(settings.listen)
     config_file = settings.config_file
     config = load_config(config_file)
-    web_config = load_web_config(settings.web_config_file)
+    listen = settings.listen or config.listen_address or ":10587"
+    address = parse_listen(listen)
+    web_config = load_web_config(settings.web_config_file or config.web_config_file)
     if settings.textfile and not Path(settings.textfile).parent.is_dir():
         raise ConfigError(f"--textfile {settings.textfile}: its directory does not exist")
     state = AgentState(config)
@@ -90,7 +91,7 @@ def serve(settings: Settings) -> int:
     try:
         web = Web(state, reload, address, web_config)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {settings.listen}: {exc.strerror}") from exc
+        raise ConfigError(f"cannot listen on {listen}: {exc.strerror}") from exc
     outputs = Outputs(web.registry, settings.push_gateway, settings.textfile)
     listeners = [outputs.changed] + ([events] if events else [])
     scheduler = Scheduler(state, listeners)

@@ -54,6 +54,8 @@ class Config:
     default_profile: TrustProfile
     timeout: float
     label_names: tuple[str, ...] = field(default=())
+    listen_address: str | None = None  # web.listen_address; the command-line flag wins
+    web_config_file: str | None = None  # web.config_file, relative to the config file
 
     def allowed(self, target: str) -> bool:
         if any(t.name == target for t in self.targets):
@@ -165,6 +167,10 @@ def parse_config(text: str, source: str, base: Path) -> Config:
     if unknown:
         key = sorted(unknown, key=str)[0]
         raise fail(doc, key, f"unknown key {key!r}")
+    web = doc.get("web") or _Lines()
+    if not isinstance(web, _Lines) or set(web) - {"listen_address", "config_file"}:
+        raise fail(doc, "web", "web: a mapping with listen_address and config_file")
+    web_config = str(base / str(web["config_file"])) if web.get("config_file") else None
     entries = doc.get("targets")
     if not isinstance(entries, list) or not entries:
         raise fail(doc, "targets" if "targets" in doc else None, "targets: must be a non-empty list")
@@ -216,6 +222,15 @@ def parse_config(text: str, source: str, base: Path) -> Config:
                 labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
             )
         )
+    listen = str(web["listen_address"]) if web.get("listen_address") else None
     return Config(
-        source, tuple(targets), concurrency, tuple(allow), profile, timeout, tuple(sorted(label_names))
+        source,
+        tuple(targets),
+        concurrency,
+        tuple(allow),
+        profile,
+        timeout,
+        tuple(sorted(label_names)),
+        listen,
+        web_config,
     )

@@ -269,7 +269,27 @@ class Web:
             + _e("\n".join(f"{t.at * 1000:8.1f} ms {t.direction} {t.text}" for t in r.transcript))
             + "</pre>"
         )
-        parts.append("<h2>Certificates (PEM)</h2>" + "".join(f"<pre>{_e(c.pem)}</pre>" for c in a.chain))
+        parts.append("<h2>Certificates</h2>")
+        for c in a.chain:
+            fields = [
+                ("Subject", c.subject),
+                ("Issuer", c.issuer),
+                ("Expected", "yes" if c.expected else "NO"),
+                ("Serial", c.serial),
+                ("Not before", f"{c.not_before:%Y-%m-%d %H:%M:%S} UTC"),
+                ("Not after", f"{c.not_after:%Y-%m-%d %H:%M:%S} UTC"),
+                ("Names", ", ".join(c.dns_names)),
+                ("Key", c.key),
+                ("Signature", c.signature_algorithm),
+                ("CA", "yes" if c.is_ca else "no"),
+                ("SCTs", str(c.sct_count)),
+                ("SHA-256", c.sha256),
+                ("SPKI SHA-256", c.spki_sha256),
+            ]
+            rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in fields)
+            parts.append(
+                f"<h3>#{c.position} {_e(c.subject_cn)}</h3><table>{rows}</table><pre>{_e(c.pem)}</pre>"
+            )
         return _page(f"relaywatch: {entry.target}", "".join(parts) + '<p><a href="/">Back</a></p>')
 
 

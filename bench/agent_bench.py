@@ -1,0 +1,844 @@
+"""The long-running agent at scale: its memory, its /metrics latency, and how long a round of probes takes.
+
+Why: the issue sets three goals for `relaywatch run` on a small (2-core) host:
+  1. main-process RSS at most 40 MB with 100 targets, after 1,000 and after 10,000 probes, with no
+     growth in between (a leak would show there);
+  2. /metrics answers in at most 20 ms (median) with 1,000 target addresses;
+  3. a round of 1,000 probes completes within one 60 s interval at the default concurrency (16).
+Each is measured on the real agent process (`python -m agent run`, what the `relaywatch` script runs)
+against lab relays in a SEPARATE process, so the relays' CPU and memory are not the agent's. Probe counts
+and first results come from the agent's own /metrics. Diagnostics explain the figures: what each import
+costs, which mappings make up the agent's RSS, and where /metrics time goes (cProfile on 1,000 series).
+
+    python3 bench/agent_bench.py [--quick]
+
+Prints tables and writes bench/results/agent_bench.json (agent_bench_quick.json with --quick: reduced
+sizes, a smoke check, not the goals' sizes). Exit 0 when the benchmark ran (whether or not the goals
+hold), non-zero when something failed to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import cProfile
+import datetime as dt
+import http.client
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import pstats
+import re
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is the repository's agent/
+    sys.path.insert(0, str(ROOT))
+
+from agent.lab.pki import make_lab_pki  # noqa: E402
+
+WEB_HOST = "127.0.0.1"
+PORTS = range(28000, 29000)  # the only ports this benchmark may listen on
+RESULTS = Path(__file__).resolve().parent / "results"
+START_TIMEOUT = 30.0  # relay or agent coming up
+HTTP_TIMEOUT = 30.0  # one /metrics request
+MB = 1024 * 1024
+
+# the goals of the issue
+RSS_GOAL_MB = 40.0
+GROWTH_TOLERANCE_MB = 1.0  # "no growth": allocator noise below this is not growth
+METRICS_GOAL_MS = 20.0
+ROUND_GOAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    memory_targets: int
+    checkpoints: tuple[int, int]  # probes at which the agent's memory is read
+    memory_interval: str
+    scale_targets: int
+    gets: int
+    memory_deadline_s: float
+    round_deadline_s: float
+    gets_budget_s: float
+
+
+FULL = Sizes(100, (1_000, 10_000), "0.5s", 1_000, 200, 900.0, 300.0, 300.0)
+QUICK = Sizes(50, (200, 1_000), "0.5s", 100, 20, 120.0, 60.0, 60.0)
+
+
+class BenchError(RuntimeError):
+    """Something did not run: the benchmark exits non-zero with this message."""
+
+
+def relay_hosts(n: int) -> list[str]:
+    """n distinct loopback addresses (127.0.1.1, 127.0.1.2, ...): one relay listener per target."""
+    return [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
+
+
+# ---------------------------------------------------------------- relays (child process)
+
+
+def _serve_relays(directory: str, hosts: list[str], conn: Any, sessions: Any) -> None:
+    """Child: one LabServer(Mail("smtp", ...)) per host, same port, until the parent closes the pipe.
+
+    The servers' sockets are served by one epoll loop (LabServer.server.handle_request when readable)
+    instead of LabServer's own threads: 1,000 serve_forever threads polling every 50 ms would burn a
+    core of this 2-core host on wake-ups and slow the agent being measured. Connections are handled
+    exactly as LabServer handles them (its handler: timeout, TCP_NODELAY, Mail), one thread each.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from agent.lab.pki import Issued
+    from agent.lab.servers import LabServer, Mail, server_context
+
+    d = Path(directory)
+
+    def issued(name: str) -> Issued:
+        cert = x509.load_pem_x509_certificate((d / f"{name}.pem").read_bytes())
+        key = serialization.load_pem_private_key((d / f"{name}.key").read_bytes(), None)
+        return Issued(cert, key)  # type: ignore[arg-type]
+
+    mail = Mail("smtp", server_context(issued("relay"), [issued("issuing")]))
+
+    def handle(sock: socket.socket, server: LabServer) -> None:
+        try:
+            mail(sock, server)
+        finally:
+            with sessions.get_lock():
+                sessions.value += 1
+
+    servers: list[LabServer] = []
+    for port in PORTS:
+        try:
+            for host in hosts:
+                servers.append(LabServer(handle, host, port))
+        except OSError:
+            for s in servers:
+                s.server.server_close()
+            servers = []
+            continue
+        break
+    if not servers:
+        conn.send(("error", f"no port in {PORTS.start}-{PORTS.stop - 1} free on all {len(hosts)} addresses"))
+        return
+    sel = selectors.DefaultSelector()
+    for s in servers:
+        s.server.timeout = 1.0  # handle_request never blocks longer, even on a spurious wake-up
+        sel.register(s.server, selectors.EVENT_READ, s)
+    sel.register(conn, selectors.EVENT_READ, None)
+    conn.send(("port", servers[0].port))
+    try:
+        while True:
+            for key, _ in sel.select(timeout=1.0):
+                if key.data is None:  # a message or EOF from the parent: stop
+                    return
+                key.data.server.handle_request()
+    finally:
+        for s in servers:
+            s.server.server_close()
+
+
+@dataclass
+class Relays:
+    port: int
+    pid: int
+    hosts: list[str]
+    sessions: Any  # multiprocessing.Value: sessions the relays finished
+
+    def targets(self, n: int) -> list[str]:
+        return [f"smtp://{h}:{self.port}" for h in self.hosts[:n]]
+
+    def cpu_s(self) -> float:
+        t = psutil.Process(self.pid).cpu_times()
+        return t.user + t.system
+
+
+@contextlib.contextmanager
+def relay_process(directory: Path, n: int) -> Iterator[Relays]:
+    """The relay child; stopped through its pipe, then killed if it lingers."""
+    ctx = multiprocessing.get_context("spawn")  # no inherited state from the benchmark process
+    parent, child = ctx.Pipe()
+    sessions = ctx.Value("Q", 0)
+    hosts = relay_hosts(n)
+    proc = ctx.Process(target=_serve_relays, args=(str(directory), hosts, child, sessions), daemon=True)
+    proc.start()
+    try:
+        multiprocessing.connection.wait([parent, proc.sentinel], timeout=START_TIMEOUT)
+        if not parent.poll():
+            raise BenchError(f"lab relays did not start within {START_TIMEOUT:g} s (exit {proc.exitcode})")
+        kind, value = parent.recv()
+        if kind != "port":
+            raise BenchError(f"lab relays: {value}")
+        assert proc.pid is not None
+        yield Relays(int(value), proc.pid, hosts, sessions)
+    finally:
+        with contextlib.suppress(OSError):
+            parent.send("stop")
+        parent.close()
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+
+
+# ---------------------------------------------------------------- the agent (child process)
+
+
+def free_port() -> int:
+    for port in PORTS:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((WEB_HOST, port))
+            except OSError:
+                continue
+            return port
+    raise BenchError(f"no free port in {PORTS.start}-{PORTS.stop - 1} on {WEB_HOST}")
+
+
+def write_config(path: Path, profile: Path, targets: Sequence[str], interval: str, concurrency: int) -> Path:
+    lines = [
+        f"interval: {interval}",
+        "timeout: 5s",
+        f"profile: {profile}",
+        f"concurrency: {concurrency}",
+        "targets:",
+    ]
+    for i, t in enumerate(targets):
+        lines += [f"  - target: {t}", f"    labels: {{site: s{i % 10}}}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Agent:
+    proc: subprocess.Popen[bytes]
+    port: int
+    spawned_wall: float  # time.time() just before the process was started
+    healthy_after_s: float  # spawn -> /-/healthy answered
+
+    def get(self, path: str = "/metrics") -> tuple[int, bytes]:
+        return http_get(WEB_HOST, self.port, path)
+
+    def cpu_s(self) -> float:
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
+
+def http_get(host: str, port: int, path: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def agent_process(config: Path, log: Path) -> Iterator[Agent]:
+    """`relaywatch run` on 127.0.0.1 (python -m agent: the console script's code); SIGTERM, then kill."""
+    port = free_port()
+    argv = [sys.executable, "-m", "agent", "run", "--config.file", str(config)]
+    argv += ["--web.listen-address", f"{WEB_HOST}:{port}", "--log.level", "warn"]
+    with log.open("wb") as err:
+        spawned = time.time()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
+        )
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise BenchError(f"agent exited {proc.returncode}: {_tail(log)}")
+                with contextlib.suppress(OSError):
+                    if http_get(WEB_HOST, port, "/-/healthy", timeout=2)[0] == 200:
+                        break
+                if time.monotonic() - t0 > START_TIMEOUT:
+                    raise BenchError(f"agent not healthy within {START_TIMEOUT:g} s: {_tail(log)}")
+                time.sleep(0.05)
+            yield Agent(proc, port, spawned, time.monotonic() - t0)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+def _tail(path: Path, chars: int = 800) -> str:
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace")[-chars:].strip()
+    return ""
+
+
+# ---------------------------------------------------------------- reading /metrics and memory
+
+_TARGET = re.compile(r'target="([^"]*)"')
+_VERDICT = re.compile(r'verdict="([^"]*)"')
+
+
+@dataclass
+class Scrape:
+    samples: int = 0
+    probes: float = 0.0  # sum of relaywatch_probes_total
+    last: dict[str, float] = field(default_factory=dict)  # target -> last probe start (Unix time)
+    total: dict[str, float] = field(default_factory=dict)  # target -> that probe's total duration
+    verdicts: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+def parse_metrics(body: bytes) -> Scrape:
+    """Only what the benchmark needs; one address per target here, so target is the key."""
+    s = Scrape()
+    for line in body.decode("utf-8", "replace").splitlines():
+        if not line or line[0] == "#":
+            continue
+        s.samples += 1
+        name, _, value = line.rpartition(" ")
+        if name.startswith("relaywatch_probes_total{"):
+            s.probes += float(value)
+        elif name.startswith("relaywatch_last_probe_timestamp_seconds{"):
+            if m := _TARGET.search(name):
+                s.last[m.group(1)] = max(s.last.get(m.group(1), 0.0), float(value))
+        elif name.startswith("relaywatch_probe_duration_seconds{") and 'phase="total"' in name:
+            if m := _TARGET.search(name):
+                s.total[m.group(1)] = float(value)
+        elif name.startswith("relaywatch_verdict{") and float(value) == 1.0 and (m := _VERDICT.search(name)):
+            s.verdicts[m.group(1)] += 1
+    return s
+
+
+def scrape(agent: Agent) -> Scrape:
+    status, body = agent.get()
+    if status != 200:
+        raise BenchError(f"/metrics answered HTTP {status}")
+    return parse_metrics(body)
+
+
+def memory(pid: int) -> dict[str, float]:
+    """RSS, USS, PSS (MB) and threads of one process (psutil memory_full_info: /proc/PID/smaps)."""
+    p = psutil.Process(pid)
+    full = p.memory_full_info()
+    return {
+        "rss_mb": full.rss / MB,
+        "uss_mb": full.uss / MB,
+        "pss_mb": full.pss / MB,
+        "threads": float(p.num_threads()),
+    }
+
+
+def top_mappings(pid: int, n: int = 12) -> list[dict[str, Any]]:
+    """Where the RSS is: mappings grouped by file ([heap], anonymous, each shared library)."""
+    maps = psutil.Process(pid).memory_maps(grouped=True)
+    rows = sorted(maps, key=lambda m: m.rss, reverse=True)[:n]
+    return [
+        {
+            "path": m.path or "[anonymous]",
+            "rss_mb": m.rss / MB,
+            "private_mb": (m.private_clean + m.private_dirty) / MB,
+            "anonymous_mb": m.anonymous / MB,
+        }
+        for m in rows
+    ]
+
+
+def smaps_split(pid: int) -> dict[str, float]:
+    """Anonymous (heap, stacks, Python objects) vs file-backed (code of the interpreter and libraries)."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(rest.split()[0]) / 1024
+    return out
+
+
+# ---------------------------------------------------------------- goal 1: memory
+
+
+def goal_memory(relays: Relays, directory: Path, profile: Path, sizes: Sizes) -> dict[str, Any]:
+    """100 targets probed back to back; memory read when the probe count passes each checkpoint."""
+    n = sizes.memory_targets
+    cfg = write_config(directory / "memory.yml", profile, relays.targets(n), sizes.memory_interval, 16)
+    trace: list[dict[str, float]] = []
+    at: dict[str, Any] = {}
+    pending = list(sizes.checkpoints)
+    with agent_process(cfg, directory / "agent-memory.log") as agent:
+        t0 = time.monotonic()
+        cpu0, relay0 = agent.cpu_s(), relays.cpu_s()
+        last = Scrape()
+        while pending:
+            if time.monotonic() - t0 > sizes.memory_deadline_s:
+                raise BenchError(
+                    f"memory run: {last.probes:.0f} probes after {sizes.memory_deadline_s:g} s, "
+                    f"wanted {sizes.checkpoints[-1]}"
+                )
+            last = scrape(agent)
+            mem = memory(agent.proc.pid)
+            trace.append({"s": time.monotonic() - t0, "probes": last.probes, **mem})
+            while pending and last.probes >= pending[0]:
+                cp = pending.pop(0)
+                at[str(cp)] = {
+                    "probes": last.probes,
+                    "seconds": time.monotonic() - t0,
+                    **mem,
+                    **smaps_split(agent.proc.pid),
+                    "mappings": top_mappings(agent.proc.pid),
+                }
+            time.sleep(0.5)
+        elapsed = time.monotonic() - t0
+        cpu, relay_cpu = agent.cpu_s() - cpu0, relays.cpu_s() - relay0
+        verdicts = dict(last.verdicts)
+    lo, hi = (at[str(c)] for c in sizes.checkpoints)
+    after = [t for t in trace if t["probes"] >= sizes.checkpoints[0]]
+    slope = None
+    if len(after) >= 3 and after[-1]["probes"] > after[0]["probes"]:
+        fit = statistics.linear_regression([t["probes"] for t in after], [t["rss_mb"] for t in after])
+        slope = fit.slope * 1000 * 1024  # KB per 1,000 probes
+    return {
+        "targets": n,
+        "interval": sizes.memory_interval,
+        "concurrency": 16,
+        "checkpoints": at,
+        "growth_rss_mb": hi["rss_mb"] - lo["rss_mb"],
+        "growth_uss_mb": hi["uss_mb"] - lo["uss_mb"],
+        "rss_slope_kb_per_1000_probes": slope,
+        "probes_per_s": last.probes / elapsed,
+        "agent_cpu_ms_per_probe": cpu * 1000 / max(1.0, last.probes),
+        "relay_cpu_ms_per_probe": relay_cpu * 1000 / max(1.0, last.probes),
+        "verdicts": verdicts,
+        "trace": trace,
+    }
+
+
+# ---------------------------------------------------------------- goals 2 and 3: 1,000 targets
+
+
+def goal_round(
+    relays: Relays, directory: Path, profile: Path, n: int, concurrency: int, sizes: Sizes, gets: int = 0
+) -> dict[str, Any]:
+    """Start the agent with n targets and a long interval (one round only); time until every target has
+    a first result. The end is exact: max over targets of (probe start + probe duration) from /metrics,
+    so how often the benchmark looks does not matter. With gets > 0, then time /metrics (goal 2)."""
+    cfg = write_config(directory / f"round-{concurrency}.yml", profile, relays.targets(n), "1h", concurrency)
+    base = relays.sessions.value
+    relay0 = relays.cpu_s()
+    with agent_process(cfg, directory / f"agent-round-{concurrency}.log") as agent:
+        t0 = time.monotonic()
+        # cheap wait first: the relays count finished sessions, no agent CPU spent on scrapes
+        while relays.sessions.value - base < n and time.monotonic() - t0 < sizes.round_deadline_s:
+            time.sleep(0.05)
+        while True:
+            s = scrape(agent)
+            if len(s.last) >= n and len(s.total) >= n:
+                break
+            if time.monotonic() - t0 > sizes.round_deadline_s:
+                raise BenchError(
+                    f"round with concurrency {concurrency}: {len(s.last)}/{n} targets have a result "
+                    f"after {sizes.round_deadline_s:g} s"
+                )
+            time.sleep(0.5)
+        seen_s = time.monotonic() - t0 + agent.healthy_after_s
+        first = min(s.last.values())
+        end = max(s.last[t] + s.total.get(t, 0.0) for t in s.last)
+        round_cpu = agent.cpu_s()
+        relay_cpu = relays.cpu_s() - relay0
+        out: dict[str, Any] = {
+            "targets": n,
+            "concurrency": concurrency,
+            "start_to_all_results_s": end - agent.spawned_wall,
+            "start_to_first_probe_s": first - agent.spawned_wall,
+            "first_probe_to_last_result_s": end - first,
+            "healthy_after_s": agent.healthy_after_s,
+            "seen_by_benchmark_after_s": seen_s,
+            "probe_total_s_median": statistics.median(s.total.values()),
+            "probe_total_s_max": max(s.total.values()),
+            "agent_cpu_s_to_round_end": round_cpu,
+            "relay_cpu_s": relay_cpu,
+            "verdicts": dict(s.verdicts),
+            "samples_in_metrics": s.samples,
+            "memory_after_round": memory(agent.proc.pid),
+        }
+        if gets:
+            out["metrics"] = time_metrics(agent, gets, sizes.gets_budget_s)
+    return out
+
+
+def time_metrics(agent: Agent, gets: int, budget_s: float) -> dict[str, Any]:
+    """Sequential GET /metrics, a new connection each (as the agent's HTTP/1.0 server closes it)."""
+    for _ in range(3):  # warm-up, unmeasured
+        agent.get()
+    wall: list[float] = []
+    size = 0
+    cpu0, t0 = agent.cpu_s(), time.monotonic()
+    for _ in range(gets):
+        if time.monotonic() - t0 > budget_s:
+            break
+        w0 = time.perf_counter()
+        status, body = agent.get()
+        wall.append((time.perf_counter() - w0) * 1000)
+        if status != 200:
+            raise BenchError(f"/metrics answered HTTP {status}")
+        size = len(body)
+    cpu = agent.cpu_s() - cpu0
+    ordered = sorted(wall)
+    return {
+        "gets": len(wall),
+        "ms_median": statistics.median(ordered),
+        "ms_p90": _quantile(ordered, 0.90),
+        "ms_min": ordered[0],
+        "ms_max": ordered[-1],
+        "agent_cpu_ms_per_get": cpu * 1000 / len(wall),
+        "bytes": size,
+        "samples": parse_metrics(body).samples,
+    }
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---------------------------------------------------------------- diagnostics
+
+IMPORT_STEPS: tuple[tuple[str, str], ...] = (
+    ("python interpreter (site)", "pass"),
+    (
+        "stdlib the agent uses",
+        "import ssl, socket, http.server, concurrent.futures, logging.handlers, json, argparse, "
+        "ipaddress, datetime, tempfile, hashlib, hmac, heapq, fnmatch, socketserver, urllib.parse",
+    ),
+    ("yaml (PyYAML)", "import yaml"),
+    ("cryptography.x509", "from cryptography import x509"),
+    (
+        "cryptography verification + hazmat",
+        "from cryptography.x509 import verification; "
+        "from cryptography.hazmat.primitives import hashes, serialization; "
+        "from cryptography.hazmat.primitives.asymmetric import ec, rsa",
+    ),
+    ("OpenSSL (pyOpenSSL)", "from OpenSSL import SSL"),
+    ("prometheus_client", "import prometheus_client"),
+    ("bcrypt", "import bcrypt"),
+    ("agent.pipeline (probe + analysis)", "import agent.pipeline"),
+    ("agent.run.agent (config, state, scheduler, web)", "import agent.run.agent"),
+    ("agent.cli", "import agent.cli"),
+    ("host trust store loaded", "from agent.analysis.truststore import host_store; host_store()"),
+    (
+        "built-in profile + interceptors loaded",
+        "from agent.analysis.profile import load_profile; load_profile('microsoft365'); "
+        "from agent.analysis.interceptors import products; products()",
+    ),
+)
+
+_IMPORT_CHILD = """
+import json, sys
+def rss():
+    out = {}
+    for line in open('/proc/self/status'):
+        k, _, v = line.partition(':')
+        if k in ('VmRSS', 'RssAnon', 'RssFile'):
+            out[k] = int(v.split()[0]) / 1024
+    return out
+for name, code in json.loads(sys.argv[1]):
+    try:
+        exec(code, {})
+        err = None
+    except Exception as exc:
+        err = repr(exc)
+    print(json.dumps({'step': name, 'error': err, **rss()}), flush=True)
+"""
+
+
+def import_breakdown() -> list[dict[str, Any]]:
+    """RSS after each import, in a fresh interpreter in the order the agent's modules need them.
+
+    A subprocess reading /proc/self/status: psutil itself is not imported there, so it costs nothing.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_CHILD, json.dumps(IMPORT_STEPS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"import breakdown failed: {proc.stderr[-800:]}")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    previous = 0.0
+    for row in rows:
+        row["delta_mb"] = row["VmRSS"] - previous
+        previous = row["VmRSS"]
+    return rows
+
+
+def profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
+    """Where /metrics time goes: agent.export.metrics.families + generate_latest on n synthetic series,
+    each carrying a real result of a probe of the lab relay (as the agent would hold them)."""
+    from prometheus_client import generate_latest
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
+
+    from agent.analysis.profile import load_profile
+    from agent.export.metrics import Series, families
+    from agent.pipeline import check
+    from agent.probe import ProbeOptions
+    from agent.target import parse_target
+
+    results = check(parse_target(relays.targets(1)[0]), load_profile(str(profile)), ProbeOptions())
+    if not results or str(results[0].verdict) != "ok":
+        raise BenchError(f"probe for the /metrics profile: {[str(r.verdict) for r in results]}")
+    r = results[0]
+    series = []
+    for i, t in enumerate(relay_hosts(n)):
+        s = Series(f"smtp://{t}:{relays.port}", t, {"site": f"s{i % 10}"}, r)
+        s.observe(r)
+        series.append(s)
+
+    class Families(Collector):
+        def collect(self) -> Iterator[Metric]:
+            return families(series, ("site",))
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())
+
+    def timed(fn: Any, runs: int = 7) -> float:
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    build_ms = timed(lambda: list(families(series, ("site",))))
+    total_ms = timed(lambda: generate_latest(registry))
+    body = generate_latest(registry)
+    prof = cProfile.Profile()
+    prof.enable()
+    generate_latest(registry)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    rows = []
+    for (file, line, func), (_cc, ncalls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{Path(file).name}:{line}({func})" if line else func
+        rows.append(
+            {"function": where, "calls": ncalls, "tottime_ms": tottime * 1000, "cumtime_ms": cumtime * 1000}
+        )
+    rows.sort(key=lambda x: x["tottime_ms"], reverse=True)
+    return {
+        "series": n,
+        "samples": sum(1 for line in body.splitlines() if line and not line.startswith(b"#")),
+        "bytes": len(body),
+        "families_ms_median": build_ms,
+        "generate_latest_ms_median": total_ms,
+        "exposition_ms_median": total_ms - build_ms,
+        "top_tottime": rows[:15],
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def _mark(ok: bool) -> str:
+    return "HOLDS" if ok else "DOES NOT HOLD"
+
+
+def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:
+    mem = res["memory"]
+    lo_n, hi_n = sizes.checkpoints
+    lo, hi = mem["checkpoints"][str(lo_n)], mem["checkpoints"][str(hi_n)]
+    print(f"\n1. Agent memory, {mem['targets']} targets, interval {mem['interval']}, concurrency 16")
+    print(f"{'':30}{f'~{lo_n:,} probes':>16}{f'~{hi_n:,} probes':>16}{'growth':>10}")
+    for key, label in (
+        ("probes", "probes (from /metrics)"),
+        ("rss_mb", "RSS MB"),
+        ("uss_mb", "USS MB"),
+        ("pss_mb", "PSS MB"),
+        ("RssAnon", "anonymous RSS MB"),
+        ("RssFile", "file-backed RSS MB"),
+        ("threads", "threads"),
+    ):
+        a, b = lo.get(key, float("nan")), hi.get(key, float("nan"))
+        fmt = ".0f" if key in ("probes", "threads") else ".1f"
+        print(f"{label:30}{a:>16{fmt}}{b:>16{fmt}}{b - a:>+10{fmt}}")
+    slope = mem["rss_slope_kb_per_1000_probes"]
+    print(
+        f"RSS trend after {lo_n:,} probes: {'-' if slope is None else f'{slope:+.1f} KB per 1,000 probes'}; "
+        f"{mem['probes_per_s']:.0f} probes/s; agent CPU {mem['agent_cpu_ms_per_probe']:.2f} ms/probe, "
+        f"relays {mem['relay_cpu_ms_per_probe']:.2f} ms/probe; verdicts {mem['verdicts']}"
+    )
+    print(f"\n   largest mappings at ~{hi_n:,} probes (RSS MB, private MB):")
+    for m in hi["mappings"][:8]:
+        print(f"   {m['rss_mb']:7.1f} {m['private_mb']:7.1f}  {m['path']}")
+    print("\n   import cost in a fresh interpreter (RSS MB after each step, and the step's own cost):")
+    for row in res["imports"]:
+        err = f"  ({row['error']})" if row.get("error") else ""
+        print(f"   {row['VmRSS']:7.1f} {row['delta_mb']:+7.1f}  {row['step']}{err}")
+
+    scale = res["round_16"]
+    m = scale["metrics"]
+    print(
+        f"\n2. /metrics with {scale['targets']:,} targets ({m['samples']:,} samples, "
+        f"{m['bytes'] / 1024:.0f} KiB), "
+        f"{m['gets']} sequential GETs"
+    )
+    print(
+        f"   median {m['ms_median']:.1f} ms, p90 {m['ms_p90']:.1f} ms, min {m['ms_min']:.1f}, "
+        f"max {m['ms_max']:.1f}; agent CPU {m['agent_cpu_ms_per_get']:.1f} ms per GET"
+    )
+    prof = res["metrics_profile"]
+    print(
+        f"   in-process, {prof['series']:,} synthetic series: "
+        f"families() {prof['families_ms_median']:.1f} ms, "
+        f"generate_latest total {prof['generate_latest_ms_median']:.1f} ms "
+        f"(exposition {prof['exposition_ms_median']:.1f} ms); top by own time:"
+    )
+    for row in prof["top_tottime"][:10]:
+        print(f"   {row['tottime_ms']:8.1f} ms {row['calls']:>8}  {row['function']}")
+
+    print(f"\n3. A round of {scale['targets']:,} probes from agent start (process spawn)")
+    print(f"{'':38}{'concurrency 16':>16}{'concurrency 64':>16}")
+    r16, r64 = res["round_16"], res["round_64"]
+    for key, label in (
+        ("start_to_all_results_s", "start -> all results, s"),
+        ("start_to_first_probe_s", "start -> first probe, s"),
+        ("first_probe_to_last_result_s", "first probe -> last result, s"),
+        ("probe_total_s_median", "probe duration median, s"),
+        ("probe_total_s_max", "probe duration max, s"),
+        ("agent_cpu_s_to_round_end", "agent CPU, s"),
+        ("relay_cpu_s", "relays' CPU, s"),
+    ):
+        print(f"{label:38}{r16[key]:>16.2f}{r64[key]:>16.2f}")
+    rss16, rss64 = r16["memory_after_round"]["rss_mb"], r64["memory_after_round"]["rss_mb"]
+    print(f"{'agent RSS after the round, MB':38}{rss16:>16.1f}{rss64:>16.1f}")
+    print(f"verdicts: {r16['verdicts']} / {r64['verdicts']}")
+
+    goals = {
+        "rss_le_40mb_after_first_checkpoint": lo["rss_mb"] <= RSS_GOAL_MB,
+        "rss_le_40mb_after_second_checkpoint": hi["rss_mb"] <= RSS_GOAL_MB,
+        "no_rss_growth_between_checkpoints": hi["rss_mb"] - lo["rss_mb"] <= GROWTH_TOLERANCE_MB,
+        "metrics_median_le_20ms": m["ms_median"] <= METRICS_GOAL_MS,
+        "round_le_60s_concurrency_16": r16["start_to_all_results_s"] <= ROUND_GOAL_S,
+        "round_le_60s_concurrency_64": r64["start_to_all_results_s"] <= ROUND_GOAL_S,
+        "all_verdicts_ok": all(set(x) <= {"ok"} for x in (mem["verdicts"], r16["verdicts"], r64["verdicts"])),
+    }
+    lines = (
+        (
+            f"RSS <= {RSS_GOAL_MB:g} MB after {lo_n:,} probes",
+            "rss_le_40mb_after_first_checkpoint",
+            f"{lo['rss_mb']:.1f} MB",
+        ),
+        (
+            f"RSS <= {RSS_GOAL_MB:g} MB after {hi_n:,} probes",
+            "rss_le_40mb_after_second_checkpoint",
+            f"{hi['rss_mb']:.1f} MB",
+        ),
+        (
+            f"no RSS growth (<= {GROWTH_TOLERANCE_MB:g} MB)",
+            "no_rss_growth_between_checkpoints",
+            f"{hi['rss_mb'] - lo['rss_mb']:+.2f} MB",
+        ),
+        (f"/metrics median <= {METRICS_GOAL_MS:g} ms", "metrics_median_le_20ms", f"{m['ms_median']:.1f} ms"),
+        (
+            f"round <= {ROUND_GOAL_S:g} s, concurrency 16",
+            "round_le_60s_concurrency_16",
+            f"{r16['start_to_all_results_s']:.1f} s",
+        ),
+        (
+            f"round <= {ROUND_GOAL_S:g} s, concurrency 64",
+            "round_le_60s_concurrency_64",
+            f"{r64['start_to_all_results_s']:.1f} s",
+        ),
+        ("every verdict ok (the lab worked)", "all_verdicts_ok", ""),
+    )
+    print("\nGoals" + (" (QUICK: reduced sizes, a smoke check only)" if quick else "") + ":")
+    for label, key, figure in lines:
+        print(f"  {label:40}{_mark(goals[key]):>15}  {figure}")
+    return goals
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="reduced sizes: a smoke check in about a minute")
+    parser.add_argument(
+        "--output", type=Path, help="JSON results (default bench/results/agent_bench[_quick].json)"
+    )
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    output = args.output or RESULTS / ("agent_bench_quick.json" if args.quick else "agent_bench.json")
+    res: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="relaywatch-agent-bench-") as tmp:
+            directory = Path(tmp)
+            profile = make_lab_pki().write(directory)
+            n = max(sizes.scale_targets, sizes.memory_targets)
+            with relay_process(directory, n) as relays:
+                print(
+                    f"relays: {n} lab relays on 127.0.1.1.. port {relays.port} (pid {relays.pid}); "
+                    f"agent web on {WEB_HOST}, ports {PORTS.start}-{PORTS.stop - 1}",
+                    flush=True,
+                )
+                print("import breakdown ...", flush=True)
+                res["imports"] = import_breakdown()
+                print(
+                    f"1. memory: {sizes.memory_targets} targets until {sizes.checkpoints[-1]:,} probes ...",
+                    flush=True,
+                )
+                res["memory"] = goal_memory(relays, directory, profile, sizes)
+                print(
+                    f"3./2. round of {sizes.scale_targets} targets, concurrency 16, then /metrics ...",
+                    flush=True,
+                )
+                res["round_16"] = goal_round(
+                    relays, directory, profile, sizes.scale_targets, 16, sizes, sizes.gets
+                )
+                print(f"3. round of {sizes.scale_targets} targets, concurrency 64 ...", flush=True)
+                res["round_64"] = goal_round(relays, directory, profile, sizes.scale_targets, 64, sizes)
+                print("/metrics profile (in-process) ...", flush=True)
+                res["metrics_profile"] = profile_metrics(relays, profile, sizes.scale_targets)
+    except (BenchError, OSError, subprocess.SubprocessError) as exc:
+        print(f"agent_bench: {exc}", file=sys.stderr)
+        return 1
+    goals = report(res, sizes, args.quick)
+    out = {
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "sizes": sizes.__dict__,
+        "seconds": time.monotonic() - started,
+        "host": {
+            "python": platform.python_version(),
+            "cpus": psutil.cpu_count(),
+            "machine": platform.machine(),
+            "kernel": platform.release(),
+            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+        },
+        "goals": goals,
+        **res,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {output} ({out['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -51,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--address-family", choices=("4", "6", "any"), default="any")
     c.add_argument("--first-address", action="store_true", help="probe only the first address of each host")
     c.add_argument("--transcript", action="store_true", help="show the protocol transcript")
+    c.add_argument(
+        "--path",
+        action="store_true",
+        help="trace the network path to find where the session is cut (needs CAP_NET_RAW)",
+    )
 
     a = sub.add_parser("analyze", help="judge a saved chain (PEM bundle or concatenated DER), offline")
     a.add_argument("file", type=Path)
@@ -128,10 +134,30 @@ def _check(args: argparse.Namespace) -> int:
         ehlo_name=args.ehlo_name,
         address_family=args.address_family,
         first_address=args.first_address,
+        inspect_local_peer=True,
     )
     if args.ehlo_name and not all(ch.isalnum() or ch in "-.[]:" for ch in args.ehlo_name):
         raise UsageError(f"--ehlo-name {args.ehlo_name!r} is not a host name or address literal")
-    return _emit(check_all([(t, profile) for t in targets], options), args.json, args.transcript)
+    results = check_all([(t, profile) for t in targets], options)
+    return _emit(with_evidence(results, path=args.path), args.json, args.transcript)
+
+
+def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
+    """Where the session is cut (path trace, in its worker process) and what on this host does it."""
+    from agent.host.inventory import inventory
+    from agent.path.client import trace_path
+
+    host = dataclasses.asdict(inventory())
+    out = []
+    for r in results:
+        extra: dict[str, object] = {"host": host}
+        if path:
+            if r.record.address is None:
+                extra["path"] = {"status": "unavailable", "reason": "no address to trace"}
+            else:
+                extra["path"] = trace_path(r.record.address, r.record.target.port).to_dict()
+        out.append(dataclasses.replace(r, extra=extra))
+    return out
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -171,7 +197,9 @@ def _run(args: argparse.Namespace) -> int:
     from agent.run.agent import Settings, serve
 
     level = "warning" if args.log_level == "warn" else args.log_level
-    return serve(
+    # A probe still in flight at SIGTERM is abandoned, not awaited: shutdown stays quick. serve() has
+    # already flushed every output by then.
+    code = serve(
         Settings(
             args.config_file,
             args.listen,
@@ -183,6 +211,9 @@ def _run(args: argparse.Namespace) -> int:
             args.events_file,
         )
     )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _demo(args: argparse.Namespace) -> int:

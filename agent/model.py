@@ -78,6 +78,16 @@ class ProbeFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalProcess:
+    """A process on this host (the far end of a redirected connection, or a known product's process)."""
+
+    pid: int
+    name: str
+    exe: str
+    product: str | None  # the known product whose process name this is
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeRecord:
     """What the network showed, before any judgement."""
 
@@ -89,6 +99,7 @@ class ProbeRecord:
     starttls: StartTLS
     tls: TLSSession | None
     failure: ProbeFailure | None
+    local_peer: LocalProcess | None = None  # the session ended at a process on this host
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +206,7 @@ class ProbeResult:
             "failure": dataclasses.asdict(r.failure) if r.failure else None,
             "transcript": [{"dir": t.direction, "text": t.text, "t": round(t.at, 6)} for t in r.transcript],
             "timings": {k: round(v, 6) for k, v in r.timings.items()},
+            "local_peer": dataclasses.asdict(r.local_peer) if r.local_peer else None,
         }
         out.update(self.extra)
         return out

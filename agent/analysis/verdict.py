@@ -6,14 +6,16 @@ and a probe with none is `ok`. Warnings never change the verdict, they explain i
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import ipaddress
 from collections.abc import Sequence
 
 from cryptography import x509
 
 from agent.analysis import certs as certinfo
 from agent.analysis.chain import PathResult, PathStatus, validate
-from agent.analysis.interceptors import ca_spki, identify, identify_stripper
+from agent.analysis.interceptors import ca_spki, identify, identify_stripper, products
 from agent.analysis.profile import TrustProfile
 from agent.analysis.truststore import HostStore, host_store
 from agent.model import Analysis, Finding, Interceptor, ProbeRecord, Severity, StartTLSState, Verdict
@@ -69,6 +71,8 @@ def analyze(
     stripper = _stripper(record)
     if stripper is not None and interceptor is None:
         interceptor = stripper
+    more, interceptor = _local_peer(record, interceptor)
+    findings += more
     infos = tuple(
         certinfo.describe(
             c, i, certinfo.fingerprint(c) in expected or certinfo.spki_sha256(c) in profile.known_spki
@@ -90,6 +94,34 @@ def analyze(
         trusted_locally,
         interceptor,
     )
+
+
+def _local_peer(
+    record: ProbeRecord, interceptor: Interceptor | None
+) -> tuple[list[Finding], Interceptor | None]:
+    """A session to a remote relay that ends at a process on this host was redirected to local software."""
+    peer = record.local_peer
+    if peer is None or record.address is None or ipaddress.ip_address(record.address).is_loopback:
+        return [], interceptor
+    product = next((p for p in products() if p.product == peer.product), None)
+    named = f" ({product.product})" if product else ""
+    found = [
+        Finding(
+            "session_ends_on_this_host",
+            CRIT if interceptor else WARN,
+            f"the connection to {record.address} ends at process {peer.name!r} (pid {peer.pid}, "
+            f"{peer.exe or 'executable unknown'}){named} on this host: a local proxy or a redirect",
+        )
+    ]
+    if interceptor is not None and interceptor.product == "unknown" and product is not None:
+        interceptor = dataclasses.replace(
+            interceptor,
+            product=product.product,
+            vendor=product.vendor,
+            kind=product.kind,
+            matched=f"process {peer.name} (pid {peer.pid})",
+        )
+    return found, interceptor
 
 
 def _failure(record: ProbeRecord) -> list[Finding]:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from agent import __version__
+from agent.host.model import HostReport
 from agent.model import ProbeResult, StartTLSState, Verdict
+from agent.path.model import PathResult
 
 MAX_LABEL = 64
 MAX_POSITIONS = 10
@@ -160,3 +162,62 @@ def info_families(profiles: Iterable[tuple[str, str]]) -> Iterator[Metric]:
     for name, version in sorted(set(profiles)):
         prof.add_metric([label(name), label(version)], 1.0)
     yield from (build, prof)
+
+
+PATH_STATUSES = ("terminated_at_destination", "terminated_early", "inconclusive", "unavailable")
+
+
+def path_families(
+    series: Sequence[Series],
+    paths: Mapping[tuple[str, str], PathResult],
+    extra_label_names: Sequence[str] = (),
+) -> Iterator[Metric]:
+    names = ["target", "address", *extra_label_names]
+
+    def g(name: str, doc: str, more: Sequence[str] = ()) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=[*names, *more])
+
+    status = g("relaywatch_path_status", "Result of the last path trace (state set)", ["status"])
+    hops = g("relaywatch_path_hops", "Hops seen by the last path trace")
+    term = g("relaywatch_path_terminating_hop", "Hop at which the mail port answered (SYN-ACK or RST)")
+    dest = g("relaywatch_path_destination_hop", "Hop at which the address answered ICMP echo")
+    middlebox = g("relaywatch_path_middlebox_detected", "1 when the mail port answers before the destination")
+    modified = g("relaywatch_path_packet_modified", "1 when a hop quoted back a TCP header that differs")
+    for s in series:
+        p = paths.get((s.target, s.address))
+        if p is None:
+            continue
+        base = [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in extra_label_names)]
+        for st in PATH_STATUSES:
+            status.add_metric([*base, st], 1.0 if p.status == st else 0.0)
+        if p.status == "unavailable":
+            continue
+        for fam, value in ((hops, p.hops), (term, p.terminating_hop), (dest, p.destination_hop)):
+            if value is not None:
+                fam.add_metric(base, float(value))
+        middlebox.add_metric(base, 1.0 if p.status == "terminated_early" else 0.0)
+        modified.add_metric(base, 1.0 if p.packet_modified else 0.0)
+    yield from (status, hops, term, dest, middlebox, modified)
+
+
+def host_families(report: HostReport | None) -> Iterator[Metric]:
+    procs = GaugeMetricFamily(
+        "relaywatch_local_interceptor_process",
+        "Running processes of known TLS-intercepting products",
+        labels=["product", "process"],
+    )
+    cas = GaugeMetricFamily(
+        "relaywatch_trust_store_interception_ca",
+        "CAs in this host's trust stores named like a known interceptor",
+        labels=["product", "subject_cn", "spki_sha256"],
+    )
+    if report is not None:
+        seen: set[tuple[str, str]] = set()
+        for p in report.interceptor_processes:
+            key = (label(p.product or "unknown"), label(p.name))
+            if key not in seen:
+                seen.add(key)
+                procs.add_metric(list(key), 1.0)
+        for c in report.store_interception_cas:
+            cas.add_metric([label(c.product or "unknown"), label(c.subject_cn), c.spki_sha256], 1.0)
+    yield from (procs, cas)

@@ -99,9 +99,51 @@ def render_one(result: ProbeResult, transcript: bool = False) -> str:
             )
     if a.validated_path:
         out.append("  Validated path: " + " -> ".join(safe(s, 60) for s in a.validated_path))
+    out += _path_lines(result.extra.get("path"))
+    out += _host_lines(result.extra.get("host"), r.local_peer)
     timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in r.timings.items())
     out.append(f"  Timings:   {timings}")
     if transcript and r.transcript:
         out.append("  Transcript:")
         out += [f"    {t.at * 1000:8.1f} ms {t.direction} {safe(t.text, 160)}" for t in r.transcript]
     return "\n".join(out) + "\n"
+
+
+def _path_lines(path: dict | None) -> list[str]:  # type: ignore[type-arg]
+    if not path:
+        return []
+    out = [f"  Path:      {path['status']}: {safe(path.get('reason', ''), 300)}"]
+    trace = path.get("trace")
+    if trace:
+        out.append(
+            f"    mail port answers at hop {path.get('terminating_hop')}, address answers ICMP echo at hop "
+            f"{path.get('destination_hop')}, server packets travelled {path.get('server_distance')} hops"
+        )
+        for h in trace["tcp_hops"]:
+            rtt = f"{h['rtt_ms']:.2f} ms" if h["rtt_ms"] is not None else "-"
+            changes = f"  altered: {', '.join(h['changes'])}" if h["changes"] else ""
+            out.append(f"    {h['ttl']:>3}  {safe(h['address'] or '*', 40):40} {h['kind']:14} {rtt}{changes}")
+    return out
+
+
+def _host_lines(host: dict | None, peer: object) -> list[str]:  # type: ignore[type-arg]
+    out = []
+    if peer is not None:
+        p = peer  # LocalProcess
+        out.append(
+            f"  Local end: process {safe(p.name)} (pid {p.pid}, {safe(p.exe) or '?'})"  # type: ignore[attr-defined]
+            + (f", product {safe(p.product)}" if p.product else "")
+        )  # type: ignore[attr-defined]
+    if host:
+        procs = ", ".join(
+            f"{safe(p['name'])} (pid {p['pid']}, {safe(p['product'])})" for p in host["interceptor_processes"]
+        )
+        out.append(f"  Host:      interceptor processes: {procs or 'none'}")
+        cas = ", ".join(
+            f"{safe(c['subject_cn'], 60)} ({safe(c['product'])})" for c in host["store_interception_cas"]
+        )
+        out.append(
+            f"             trust store CAs of known interceptors: {cas or 'none'}; "
+            f"{len(host['store_foreign_cas'])} CAs outside Mozilla's program"
+        )
+    return out

@@ -28,6 +28,14 @@ class Issued:
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(PEM)
 
+    @staticmethod
+    def load(directory: Path, name: str) -> Issued:
+        """What LabPKI.write() wrote, for lab processes started in other network namespaces."""
+        cert = x509.load_pem_x509_certificate((directory / f"{name}.pem").read_bytes())
+        key = serialization.load_pem_private_key((directory / f"{name}.key").read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return Issued(cert, key)
+
 
 def _name(cn: str, org: str = "relaywatch lab", ou: str | None = None) -> x509.Name:
     attrs = [

@@ -13,7 +13,15 @@ import socket
 import time
 from dataclasses import dataclass
 
-from agent.model import ProbeFailure, ProbeRecord, StartTLS, StartTLSState, TLSSession, TranscriptLine
+from agent.model import (
+    LocalProcess,
+    ProbeFailure,
+    ProbeRecord,
+    StartTLS,
+    StartTLSState,
+    TLSSession,
+    TranscriptLine,
+)
 from agent.probe import tls
 from agent.probe.connect import LineChannel, SocketStream, open_connection
 from agent.probe.dialogue import Dialogue, classify
@@ -31,6 +39,7 @@ class ProbeOptions:
     ehlo_name: str | None = None
     address_family: str = "any"  # 4, 6, any
     first_address: bool = False
+    inspect_local_peer: bool = False  # find the process on this host that holds the far end (psutil)
 
 
 @functools.cache
@@ -95,61 +104,55 @@ def probe_address(
     sni = None if target.host_is_ip else target.host
     dialogue = _dialogue(target, options)
     sock: socket.socket | None = None
+    peer: LocalProcess | None = None
     try:
         clock.begin("connect")
         sock = open_connection(address, target.port, clock)
         clock.finish()
         raw = SocketStream(sock, clock)
         chan = LineChannel(raw, clock, transcript)
+        upgrade = True
         if target.starttls and dialogue is not None:
             clock.begin("greeting")
             dialogue.greeting(chan)
             clock.finish()
+            peer = _local_peer(sock) if options.inspect_local_peer else None  # accepted by now
             clock.begin("ehlo")
             caps = dialogue.capabilities(chan)
             state = classify(caps, dialogue.starttls_keyword)
             clock.finish()
             clock.begin("starttls")
-            ok, reply = dialogue.starttls(chan)
+            upgrade, reply = dialogue.starttls(chan)
             clock.finish()
-            if not ok:
+            if not upgrade:
                 if state is StartTLSState.OFFERED:
                     state = StartTLSState.REJECTED
                 _quietly(dialogue.quit, chan)
-                return _record(
-                    target,
-                    address,
-                    started,
-                    clock,
-                    resolve_time,
-                    transcript,
-                    StartTLS(state, caps, (), reply),
-                    None,
-                    None,
-                )
-            extra = chan.take_buffer()
-            if extra:
+            elif extra := chan.take_buffer():
                 chan.note(f"server sent {len(extra)} bytes after the STARTTLS reply; discarded")
-        clock.begin("handshake")
-        chan.note("TLS handshake")
-        session, stream = tls.handshake(raw, sni)
-        chan.note(
-            f"TLS established: {session.version} {session.cipher}, {len(session.chain_der)} certificates"
-        )
-        clock.finish()
-        if dialogue is not None:
-            tchan = LineChannel(stream, clock, transcript)
-            if target.starttls:
-                clock.begin("post_tls")
-                caps_after = dialogue.capabilities(tchan)
-            else:
-                clock.begin("greeting")
-                dialogue.greeting(tchan)
-                clock.finish()
-                clock.begin("ehlo")
-                caps = caps_after = dialogue.capabilities(tchan)
+        if upgrade:
+            clock.begin("handshake")
+            chan.note("TLS handshake")
+            session, stream = tls.handshake(raw, sni)
+            chan.note(
+                f"TLS established: {session.version} {session.cipher}, {len(session.chain_der)} certificates"
+            )
             clock.finish()
-            _quietly(dialogue.quit, tchan)
+            if options.inspect_local_peer and peer is None:
+                peer = _local_peer(sock)
+            if dialogue is not None:
+                tchan = LineChannel(stream, clock, transcript)
+                if target.starttls:
+                    clock.begin("post_tls")
+                    caps_after = dialogue.capabilities(tchan)
+                else:
+                    clock.begin("greeting")
+                    dialogue.greeting(tchan)
+                    clock.finish()
+                    clock.begin("ehlo")
+                    caps = caps_after = dialogue.capabilities(tchan)
+                clock.finish()
+                _quietly(dialogue.quit, tchan)
     except ProbeError as exc:
         clock.finish()
         failure = ProbeFailure(exc.phase, exc.kind, exc.message)
@@ -157,35 +160,30 @@ def probe_address(
     finally:
         if sock is not None:
             sock.close()
-    return _record(
+    timings = {"resolve": resolve_time, **clock.timings, "total": resolve_time + clock.elapsed()}
+    return ProbeRecord(
         target,
         address,
         started,
-        clock,
-        resolve_time,
-        transcript,
+        timings,
+        tuple(transcript),
         StartTLS(state, caps, caps_after, reply),
         session,
         failure,
+        peer,
     )
+
+
+def _local_peer(sock: socket.socket) -> LocalProcess | None:
+    from agent.host.processes import local_peer  # psutil's connection scan: only when asked
+
+    try:
+        return local_peer(sock.getsockname()[:2], sock.getpeername()[:2])
+    except OSError:
+        return None
 
 
 def _quietly(step, chan: LineChannel) -> None:  # type: ignore[no-untyped-def]
     """QUIT/LOGOUT: a server that hangs up instead is no finding."""
     with contextlib.suppress(ProbeError):
         step(chan)
-
-
-def _record(
-    target: Target,
-    address: str,
-    started: dt.datetime,
-    clock: Clock,
-    resolve_time: float,
-    transcript: list[TranscriptLine],
-    starttls: StartTLS,
-    session: TLSSession | None,
-    failure: ProbeFailure | None,
-) -> ProbeRecord:
-    timings = {"resolve": resolve_time, **clock.timings, "total": resolve_time + clock.elapsed()}
-    return ProbeRecord(target, address, started, timings, tuple(transcript), starttls, session, failure)

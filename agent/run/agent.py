@@ -13,6 +13,7 @@ from pathlib import Path
 from agent.export.outputs import Outputs
 from agent.run.config import Config, ConfigError, load_config
 from agent.run.events import EventLog
+from agent.run.evidence import HostWatch, PathRunner
 from agent.run.scheduler import Scheduler
 from agent.run.state import AgentState
 from agent.run.web import Web
@@ -93,7 +94,9 @@ def serve(settings: Settings) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {listen}: {exc.strerror}") from exc
     outputs = Outputs(web.registry, settings.push_gateway, settings.textfile)
-    listeners = [outputs.changed] + ([events] if events else [])
+    paths = PathRunner(state)
+    host = HostWatch(state)
+    listeners = [outputs.changed, paths] + ([events] if events else [])
     scheduler = Scheduler(state, listeners)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -101,6 +104,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, daemon=True).start())
     web.start()
     outputs.start()
+    host.start()
     scheduler.start()
     log.info(
         "listening on %s:%d, %d targets from %s", address[0], web.port, len(config.targets), config.source
@@ -108,6 +112,8 @@ def serve(settings: Settings) -> int:
     stop.wait()
     log.info("shutting down")
     scheduler.stop()
+    paths.stop()
+    host.stop()
     outputs.stop()
     web.stop()
     if events:

@@ -46,6 +46,14 @@ class TargetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PathSettings:
+    enabled: bool = True
+    every: int = 10  # rounds between traces of an address (and on every verdict change); 0: on change only
+    max_hops: int = 16
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     targets: tuple[TargetConfig, ...]
@@ -54,6 +62,8 @@ class Config:
     default_profile: TrustProfile
     timeout: float
     label_names: tuple[str, ...] = field(default=())
+    path: PathSettings = field(default_factory=lambda: PathSettings())
+    host_interval: float = 300.0  # how often the host's processes and trust stores are inventoried
     listen_address: str | None = None  # web.listen_address; the command-line flag wins
     web_config_file: str | None = None  # web.config_file, relative to the config file
 
@@ -161,6 +171,7 @@ def parse_config(text: str, source: str, base: Path) -> Config:
         "probe_allow",
         "targets",
         "web",
+        "host",
         "path",
         "address_family",
     }
@@ -171,6 +182,19 @@ def parse_config(text: str, source: str, base: Path) -> Config:
     if not isinstance(web, _Lines) or set(web) - {"listen_address", "config_file"}:
         raise fail(doc, "web", "web: a mapping with listen_address and config_file")
     web_config = str(base / str(web["config_file"])) if web.get("config_file") else None
+    path_doc = doc.get("path") or _Lines()
+    if not isinstance(path_doc, _Lines) or set(path_doc) - {"enabled", "every", "max_hops", "timeout"}:
+        raise fail(doc, "path", "path: a mapping with enabled, every, max_hops, timeout")
+    every, hops = path_doc.get("every", 10), path_doc.get("max_hops", 16)
+    if not isinstance(every, int) or every < 0 or not isinstance(hops, int) or not 1 <= hops <= 32:
+        raise fail(path_doc, None, "path: every is a whole number of rounds >= 0, max_hops 1 to 32")
+    path = PathSettings(
+        bool(path_doc.get("enabled", True)), every, hops, get_duration(path_doc, "timeout", 2.0)
+    )
+    host_doc = doc.get("host") or _Lines()
+    if not isinstance(host_doc, _Lines) or set(host_doc) - {"interval"}:
+        raise fail(doc, "host", "host: a mapping with interval")
+    host_interval = get_duration(host_doc, "interval", 300.0)
     entries = doc.get("targets")
     if not isinstance(entries, list) or not entries:
         raise fail(doc, "targets" if "targets" in doc else None, "targets: must be a non-empty list")
@@ -231,6 +255,8 @@ def parse_config(text: str, source: str, base: Path) -> Config:
         profile,
         timeout,
         tuple(sorted(label_names)),
+        path,
+        host_interval,
         listen,
         web_config,
     )

@@ -25,9 +25,13 @@ log = logging.getLogger("relaywatch.scheduler")
 CONFIRM_AFTER = 5.0
 
 
-def options_for(tc: TargetConfig) -> ProbeOptions:
+def options_for(tc: TargetConfig, inspect: bool = False) -> ProbeOptions:
+    """inspect: also find the local process holding the far end (a psutil scan, so only when it matters)."""
     return ProbeOptions(
-        limits=Limits().with_timeout(tc.timeout), ehlo_name=tc.ehlo_name, address_family=tc.address_family
+        inspect_local_peer=inspect,
+        limits=Limits().with_timeout(tc.timeout),
+        ehlo_name=tc.ehlo_name,
+        address_family=tc.address_family,
     )
 
 
@@ -41,6 +45,7 @@ class Scheduler:
         self._queue: list[tuple[float, int, str]] = []
         self._seq = 0
         self._inflight: set[str] = set()
+        self._confirm: set[str] = set()  # targets whose next probe confirms a verdict change
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=state.config.concurrency, thread_name_prefix="probe"
         )
@@ -89,13 +94,17 @@ class Scheduler:
 
     def _run(self, tc: TargetConfig) -> None:
         try:
-            results = check(tc.target, tc.profile, options_for(tc))
+            confirming = tc.name in self._confirm
+            self._confirm.discard(tc.name)
+            results = check(tc.target, tc.profile, options_for(tc, inspect=confirming))
             changes = self.state.record(tc, results)
             for r in results:
                 log.debug("probe target=%s address=%s verdict=%s", tc.name, r.record.address, r.verdict)
             for listener in self.listeners:
                 listener(tc, results, changes)
             confirm = any(c.previous is not None for c in changes)
+            if confirm:
+                self._confirm.add(tc.name)
             delay = min(CONFIRM_AFTER, tc.interval) if confirm else tc.interval * random.uniform(0.9, 1.1)
         except Exception:  # a bug must not stop the schedule of this target
             log.exception("probe of %s failed", tc.name)

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 
-from agent.export.metrics import Series, families, info_families
+from agent.export.metrics import Series, families, host_families, info_families, path_families
+from agent.host.model import HostReport
 from agent.model import ProbeResult, Verdict
+from agent.path.model import PathResult
 from agent.run.config import Config, TargetConfig
 
 HISTORY = 100
@@ -40,6 +42,8 @@ class AgentState:
         self._series: dict[str, dict[str, Series]] = {}  # target -> address -> series
         self._since: dict[tuple[str, str], float] = {}  # when the current verdict began
         self._ids = itertools.count(1)
+        self.paths: dict[tuple[str, str], PathResult] = {}
+        self.host: HostReport | None = None
         self.recent: collections.deque[Entry] = collections.deque(maxlen=HISTORY)
         self.failures: collections.deque[Entry] = collections.deque(maxlen=HISTORY)
 
@@ -49,6 +53,7 @@ class AgentState:
             names = {t.name for t in config.targets}
             for gone in set(self._series) - names:
                 del self._series[gone]
+            self.paths = {k: v for k, v in self.paths.items() if k[0] in names}
 
     def record(self, tc: TargetConfig, results: Sequence[ProbeResult]) -> list[Change]:
         """Store one round of a target; returns the addresses whose verdict changed (or that are new)."""
@@ -76,9 +81,15 @@ class AgentState:
                     self.failures.append(entry)
             for address in set(old) - set(new):  # vanished from DNS
                 self._since.pop((tc.name, address), None)
+                self.paths.pop((tc.name, address), None)
             if tc.name in {t.name for t in self.config.targets}:
                 self._series[tc.name] = new
         return changed
+
+    def set_path(self, target: str, address: str, result: PathResult) -> None:
+        with self._lock:
+            if address in self._series.get(target, {}):  # not for an address gone meanwhile
+                self.paths[(target, address)] = result
 
     def series(self) -> list[Series]:
         with self._lock:
@@ -104,4 +115,7 @@ class AgentState:
         """The custom-collector hook for /metrics."""
         config = self.config
         yield from info_families((t.profile.name, t.profile.version) for t in config.targets)
-        yield from families(self.series(), config.label_names)
+        series = self.series()
+        yield from families(series, config.label_names)
+        yield from path_families(series, self.paths, config.label_names)
+        yield from host_families(self.host)

@@ -1,0 +1,101 @@
+"""The host's trust stores as an inventory: CAs named like a known interceptor, and CAs outside
+Mozilla's root program (as shipped by certifi). This explains why an interception is "trusted locally"."""
+
+from __future__ import annotations
+
+import functools
+import ssl
+import subprocess
+import sys
+import warnings
+
+import certifi
+from cryptography import x509
+
+from agent.analysis.certs import common_name, spki_sha256
+from agent.analysis.interceptors import products
+from agent.analysis.truststore import host_store
+from agent.host.model import HostReport, StoreCA
+
+MAX_LISTED = 50
+
+
+@functools.lru_cache(maxsize=1)
+def mozilla_spki() -> frozenset[str]:
+    with open(certifi.where(), "rb") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an old root with a non-positive serial is still a root
+        return frozenset(spki_sha256(c) for c in x509.load_pem_x509_certificates(f.read()))
+
+
+def _platform_stores() -> list[tuple[str, list[x509.Certificate]]]:
+    """Windows and macOS system stores, where the platform offers them (Linux: OpenSSL's paths only)."""
+    found: list[tuple[str, list[x509.Certificate]]] = []
+    if sys.platform == "win32":
+        for store in ("ROOT", "CA"):
+            certs = []
+            for der, enc, _trust in ssl.enum_certificates(store):  # type: ignore[attr-defined]
+                if enc == "x509_asn":
+                    try:
+                        certs.append(x509.load_der_x509_certificate(der))
+                    except ValueError:
+                        continue
+            found.append((f"windows:{store}", certs))
+    elif sys.platform == "darwin":
+        for keychain in (
+            "/Library/Keychains/System.keychain",
+            "/System/Library/Keychains/SystemRootCertificates.keychain",
+        ):
+            try:
+                pem = subprocess.run(
+                    ["security", "find-certificate", "-a", "-p", keychain],
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                ).stdout
+                found.append((f"macos:{keychain}", x509.load_pem_x509_certificates(pem) if pem else []))
+            except (OSError, subprocess.TimeoutExpired, ValueError):
+                continue
+    return found
+
+
+def _product(cert: x509.Certificate) -> str | None:
+    texts = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string())
+    for p in products():
+        if any(pattern.search(t) for pattern in p.patterns for t in texts):
+            return p.product
+    return None
+
+
+def inventory() -> HostReport:
+    from agent.host.processes import interceptor_processes
+
+    store = host_store()
+    stores = [(store.source, list(store.certificates)), *_platform_stores()]
+    mozilla = mozilla_spki()
+    named: list[StoreCA] = []
+    foreign: list[StoreCA] = []
+    seen: set[str] = set()
+    for source, certs in stores:
+        for cert in certs:
+            spki = spki_sha256(cert)
+            if spki in seen:
+                continue
+            seen.add(spki)
+            ca = StoreCA(
+                cert.subject.rfc4514_string(),
+                common_name(cert.subject),
+                spki,
+                source,
+                _product(cert),
+                spki in mozilla,
+            )
+            if ca.product:
+                named.append(ca)
+            if not ca.in_mozilla:
+                foreign.append(ca)
+    return HostReport(
+        interceptor_processes(),
+        tuple(named[:MAX_LISTED]),
+        tuple(foreign[:MAX_LISTED]),
+        tuple(s for s, _ in stores),
+    )

@@ -1,0 +1,55 @@
+"""The agent's side: run the worker with a deadline and judge what it measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+
+from agent.path.judge import judge, unavailable
+from agent.path.model import PathResult, PathTrace
+
+_running: set[subprocess.Popen[str]] = set()
+_lock = threading.Lock()
+
+
+def stop_all() -> None:
+    """On shutdown: no worker outlives the agent."""
+    with _lock:
+        for proc in _running:
+            proc.kill()
+
+
+def trace_path(address: str, port: int, max_hops: int = 16, timeout: float = 2.0) -> PathResult:
+    """`RELAYWATCH_PATH_WORKER` may name another command for the worker (a helper holding CAP_NET_RAW)."""
+    prefix = shlex.split(os.environ.get("RELAYWATCH_PATH_WORKER", "")) or [
+        sys.executable,
+        "-m",
+        "agent.path.worker",
+    ]
+    argv = [*prefix, address, str(port), "--max-hops", str(max_hops), "--timeout", str(timeout)]
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        return unavailable(f"cannot start the path worker: {exc.strerror}")
+    with _lock:
+        _running.add(proc)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout * 3 + 15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return unavailable("the path worker did not finish in time")
+    finally:
+        with _lock:
+            _running.discard(proc)
+    try:
+        doc = json.loads(stdout)
+    except json.JSONDecodeError:
+        return unavailable(f"path worker failed: {stderr.strip().splitlines()[-1:] or ['no output']}")
+    if "unavailable" in doc:
+        return unavailable(str(doc["unavailable"]))
+    return judge(PathTrace.from_dict(doc))

@@ -1,0 +1,65 @@
+"""The path trace's results, shared by the worker (which measures) and the agent (which judges)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    ttl: int
+    address: str | None  # None: no answer at this TTL
+    rtt_ms: float | None
+    kind: str  # time_exceeded, syn_ack, rst, echo_reply, unreachable, none
+    changes: tuple[str, ...] = ()  # how the TCP header quoted back differs from what was sent
+
+
+@dataclass(frozen=True, slots=True)
+class PathTrace:
+    """What the worker measured: the TCP trace to the mail port, the ICMP echo trace to the address, and the
+    TTL of the server's own packets."""
+
+    address: str
+    port: int
+    tcp_hops: tuple[Hop, ...]
+    echo_hops: tuple[Hop, ...]
+    synack_ttl: int | None
+    greeting_ttl: int | None
+    sent: dict[str, Any]  # the SYN as sent: mss, window, options
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> PathTrace:
+        return PathTrace(
+            address=d["address"],
+            port=d["port"],
+            tcp_hops=tuple(Hop(**{**h, "changes": tuple(h["changes"])}) for h in d["tcp_hops"]),
+            echo_hops=tuple(Hop(**{**h, "changes": tuple(h["changes"])}) for h in d["echo_hops"]),
+            synack_ttl=d["synack_ttl"],
+            greeting_ttl=d["greeting_ttl"],
+            sent=d["sent"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PathResult:
+    """The judgement, with the numbers that back it."""
+
+    status: str  # terminated_at_destination, terminated_early, inconclusive, unavailable
+    reason: str
+    hops: int | None  # hops seen in the trace
+    terminating_hop: int | None  # TTL at which the mail port first answered (SYN-ACK or RST)
+    destination_hop: int | None  # TTL at which the address itself answered ICMP echo
+    middlebox: str | None  # the address answering for the mail port early, when known
+    server_distance: int | None  # hop distance estimated from the TTL of the server's packets
+    packet_modified: bool
+    modifications: tuple[str, ...]
+    trace: PathTrace | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return d

@@ -1,0 +1,48 @@
+"""The path worker: `python -m agent.path.worker ADDRESS PORT` prints one JSON PathTrace (or why it cannot).
+
+A process of its own, so scapy's import (tens of MB) and its raw sockets never live in the agent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+
+
+def raw_socket_reason(v6: bool) -> str | None:
+    """None when raw sockets can be opened here (root or CAP_NET_RAW)."""
+    try:
+        s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    except PermissionError:
+        return "raw sockets need root or CAP_NET_RAW (grant it to the agent's service, see packaging/)"
+    except OSError as exc:
+        return f"raw sockets unavailable: {exc.strerror}"
+    s.close()
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="relaywatch-path-worker")
+    p.add_argument("address")
+    p.add_argument("port", type=int)
+    p.add_argument("--max-hops", type=int, default=16)
+    p.add_argument("--timeout", type=float, default=2.0)
+    args = p.parse_args(argv)
+    reason = raw_socket_reason(":" in args.address)
+    if reason:
+        json.dump({"unavailable": reason}, sys.stdout)
+        return 0
+    from agent.path.trace import measure  # scapy: only now, only here
+
+    try:
+        trace = measure(args.address, args.port, max(1, min(args.max_hops, 32)), args.timeout)
+    except (OSError, ValueError) as exc:
+        json.dump({"unavailable": f"trace failed: {exc}"}, sys.stdout)
+        return 0
+    json.dump(trace.to_dict(), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -83,3 +83,44 @@ def test_addresses_that_vanish_are_removed(pki: LabPKI, lab_dir: Path, lab_profi
     changes = state.record(tc, [later])
     assert 'address="::1"' not in exposition(state) and 'address="127.0.0.1"' in exposition(state)
     assert changes == []  # same verdict on the remaining address: no event
+
+
+def test_path_worker_keeps_scapy_out_of_the_agent() -> None:
+    import socket
+    import sys
+
+    from agent.path.client import trace_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        result = trace_path("127.0.0.1", s.getsockname()[1], max_hops=2, timeout=0.5)
+    assert result.status == "terminated_at_destination" and result.terminating_hop == 1
+    assert not [m for m in sys.modules if m.startswith("scapy")]
+
+
+def test_host_metrics_are_bounded_and_labelled() -> None:
+    from agent.export.metrics import host_families
+    from agent.host.model import HostReport, StoreCA
+    from agent.model import LocalProcess
+
+    report = HostReport(
+        (LocalProcess(42, "AvastSvc", "/opt/avast/AvastSvc", "Avast"),),
+        (
+            StoreCA(
+                "CN=Avast Web/Mail Shield Root",
+                "Avast Web/Mail Shield Root",
+                "ab" * 32,
+                "store",
+                "Avast",
+                False,
+            ),
+        ),
+        (),
+        ("store",),
+    )
+    fams = {f.name: f for f in host_families(report)}
+    [proc] = fams["relaywatch_local_interceptor_process"].samples
+    assert proc.labels == {"product": "Avast", "process": "AvastSvc"}
+    [ca] = fams["relaywatch_trust_store_interception_ca"].samples
+    assert ca.labels["subject_cn"] == "Avast Web/Mail Shield Root" and ca.labels["product"] == "Avast"

@@ -150,7 +150,7 @@ def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
     host = dataclasses.asdict(inventory())
     out = []
     for r in results:
-        extra: dict[str, object] = {"host": host}
+        extra: dict[str, object] = {"host_inspection": host}  # "host" is the target host name
         if path:
             if r.record.address is None:
                 extra["path"] = {"status": "unavailable", "reason": "no address to trace"}

@@ -185,7 +185,7 @@ def test_local_process_behind_a_redirect_is_named(net: Net, lab_dir: Path) -> No
     assert r["local_peer"]["name"] == "mitmdump" and r["local_peer"]["product"] == "mitmproxy"
     assert r["interceptor"]["product"] == "mitmproxy"  # named by its process, since its CA names nobody
     assert "session_ends_on_this_host" in {f["code"] for f in r["findings"]}
-    assert r["host"]["interceptor_processes"][0]["name"] == "mitmdump"
+    assert r["host_inspection"]["interceptor_processes"][0]["name"] == "mitmdump"
 
 
 def test_trust_store_inventory_finds_installed_interceptor_ca(
@@ -194,9 +194,9 @@ def test_trust_store_inventory_finds_installed_interceptor_ca(
     store = tmp_path / "store.pem"
     store.write_bytes((lab_dir / "interception_ca.pem").read_bytes() + (lab_dir / "root.pem").read_bytes())
     r = check(net, lab_dir, f"smtp://{RELAY_V4}:25", env={"SSL_CERT_FILE": str(store)})
-    cas = r["host"]["store_interception_cas"]
+    cas = r["host_inspection"]["store_interception_cas"]
     assert [(c["product"], c["subject_cn"]) for c in cas] == [("Avast", "Avast Web/Mail Shield Root")]
-    assert {c["subject_cn"] for c in r["host"]["store_foreign_cas"]} == {
+    assert {c["subject_cn"] for c in r["host_inspection"]["store_foreign_cas"]} == {
         "Avast Web/Mail Shield Root",
         "relaywatch Lab TLS Root G2",
     }

@@ -100,7 +100,7 @@ def render_one(result: ProbeResult, transcript: bool = False) -> str:
     if a.validated_path:
         out.append("  Validated path: " + " -> ".join(safe(s, 60) for s in a.validated_path))
     out += _path_lines(result.extra.get("path"))
-    out += _host_lines(result.extra.get("host"), r.local_peer)
+    out += _host_lines(result.extra.get("host_inspection"), r.local_peer)
     timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in r.timings.items())
     out.append(f"  Timings:   {timings}")
     if transcript and r.transcript:

@@ -1,0 +1,335 @@
+"""Builds grafana/relaywatch.json (run: python3 grafana/build_dashboard.py). The JSON is generated so that
+panel ids, grid positions and the shared variables stay consistent; tests check the output is current."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'instance=~"$instance", target=~"$target"'
+VERDICT_CODES = [
+    "ok",
+    "unreachable",
+    "protocol_error",
+    "certificate_invalid",
+    "tls_downgraded",
+    "starttls_stripped",
+    "intercepted",
+]
+COLOURS = {
+    "ok": "green",
+    "unreachable": "#8e8e8e",
+    "protocol_error": "#c4a000",
+    "certificate_invalid": "orange",
+    "tls_downgraded": "orange",
+    "starttls_stripped": "red",
+    "intercepted": "dark-red",
+}
+
+# One number per verdict, so a state timeline can colour it: max over the state set of (is current) * code.
+VERDICT_EXPR = (
+    "max by (instance, target, address) ("
+    + " or ".join(f'relaywatch_verdict{{{SEL}, verdict="{v}"}} * {i}' for i, v in enumerate(VERDICT_CODES))
+    + ")"
+)
+
+
+def target(
+    expr: str, legend: str = "", instant: bool = False, fmt: str = "time_series", ref: str = "A"
+) -> dict:
+    t: dict[str, Any] = {"datasource": DS, "expr": expr, "refId": ref, "legendFormat": legend, "format": fmt}
+    if instant:
+        t["instant"], t["range"] = True, False
+    return t
+
+
+def panel(kind: str, title: str, description: str, targets: list[dict], w: int, h: int, **extra: Any) -> dict:
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "targets": targets,
+        "gridPos": {"w": w, "h": h},
+        **extra,
+    }
+
+
+def verdict_mappings() -> list[dict]:
+    return [
+        {
+            "type": "value",
+            "options": {
+                str(i): {"text": v, "color": COLOURS[v], "index": i} for i, v in enumerate(VERDICT_CODES)
+            },
+        }
+    ]
+
+
+PANELS = [
+    panel(
+        "stat",
+        "Hosts intercepted now",
+        "Agents whose path to any relay is re-signed right now.",
+        [
+            target(
+                "count(count by (instance) (relaywatch_interception_detected == 1)) or vector(0)",
+                instant=True,
+            )
+        ],
+        6,
+        4,
+        fieldConfig={
+            "defaults": {
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
+                }
+            },
+            "overrides": [],
+        },
+        options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
+    ),
+    panel(
+        "stat",
+        "Hosts with STARTTLS stripped",
+        "Agents that see STARTTLS hidden or refused.",
+        [
+            target(
+                'count(count by (instance) (relaywatch_verdict{verdict="starttls_stripped"} == 1))'
+                " or vector(0)",
+                instant=True,
+            )
+        ],
+        6,
+        4,
+        fieldConfig={
+            "defaults": {
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
+                }
+            },
+            "overrides": [],
+        },
+        options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
+    ),
+    panel(
+        "bargauge",
+        "Interceptions by product",
+        "Which products intercept, counted over hosts and targets.",
+        [target("count by (product) (relaywatch_interceptor_info)", "{{product}}", instant=True)],
+        12,
+        4,
+        options={"displayMode": "basic", "orientation": "horizontal"},
+    ),
+    panel(
+        "state-timeline",
+        "Verdict over time",
+        "Each host and target's verdict; red: intercepted or stripped.",
+        [target(VERDICT_EXPR, "{{instance}} {{target}} {{address}}")],
+        24,
+        8,
+        fieldConfig={
+            "defaults": {"mappings": verdict_mappings(), "color": {"mode": "thresholds"}},
+            "overrides": [],
+        },
+        options={"showValue": "never", "mergeValues": True},
+    ),
+    panel(
+        "table",
+        "STARTTLS and TLS per target",
+        "STARTTLS state and negotiated TLS version of the last probe.",
+        [
+            target(f"relaywatch_starttls_state{{{SEL}}} == 1", instant=True, fmt="table", ref="A"),
+            target(f"relaywatch_tls_version_info{{{SEL}}}", instant=True, fmt="table", ref="B"),
+        ],
+        12,
+        8,
+        transformations=[
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True, "Value #A": True, "Value #B": True, "__name__": True}
+                },
+            },
+        ],
+    ),
+    panel(
+        "table",
+        "Chain presented",
+        "The certificates of the last probe, leaf first; expected=false is foreign.",
+        [target(f"relaywatch_chain_certificate_info{{{SEL}}}", instant=True, fmt="table")],
+        12,
+        8,
+        transformations=[
+            {"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True, "__name__": True}}}
+        ],
+        fieldConfig={
+            "defaults": {},
+            "overrides": [
+                {
+                    "matcher": {"id": "byName", "options": "expected"},
+                    "properties": [
+                        {
+                            "id": "mappings",
+                            "value": [
+                                {
+                                    "type": "value",
+                                    "options": {
+                                        "false": {"color": "red", "index": 0},
+                                        "true": {"color": "green", "index": 1},
+                                    },
+                                }
+                            ],
+                        },
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    ],
+                }
+            ],
+        },
+    ),
+    panel(
+        "bargauge",
+        "Leaf certificate expiry",
+        "Days until the presented leaf expires.",
+        [
+            target(
+                f'(relaywatch_certificate_not_after_timestamp_seconds{{{SEL}, position="0"}}'
+                " - time()) / 86400",
+                "{{instance}} {{target}}",
+                instant=True,
+            )
+        ],
+        12,
+        8,
+        fieldConfig={
+            "defaults": {
+                "unit": "d",
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [
+                        {"color": "red", "value": None},
+                        {"color": "orange", "value": 14},
+                        {"color": "green", "value": 30},
+                    ],
+                },
+            },
+            "overrides": [],
+        },
+        options={"displayMode": "gradient", "orientation": "horizontal"},
+    ),
+    panel(
+        "timeseries",
+        "Probe duration by phase",
+        "Time spent in each phase of the last probe.",
+        [target(f'avg by (phase) (relaywatch_probe_duration_seconds{{{SEL}, phase!="total"}})', "{{phase}}")],
+        12,
+        8,
+        fieldConfig={"defaults": {"unit": "s", "custom": {"stacking": {"mode": "normal"}}}, "overrides": []},
+    ),
+    panel(
+        "table",
+        "Path: where the session ends",
+        "Hop at which the mail port answers vs the destination's "
+        "own distance; terminating before the destination means a middlebox answers for the relay.",
+        [
+            target(f"relaywatch_path_terminating_hop{{{SEL}}}", instant=True, fmt="table", ref="A"),
+            target(f"relaywatch_path_destination_hop{{{SEL}}}", instant=True, fmt="table", ref="B"),
+            target(f"relaywatch_path_middlebox_detected{{{SEL}}}", instant=True, fmt="table", ref="C"),
+        ],
+        24,
+        8,
+        transformations=[
+            {"id": "merge", "options": {}},
+            {
+                "id": "organize",
+                "options": {
+                    "excludeByName": {"Time": True},
+                    "renameByName": {
+                        "Value #A": "terminating hop",
+                        "Value #B": "destination hop",
+                        "Value #C": "middlebox",
+                    },
+                },
+            },
+        ],
+    ),
+]
+
+
+def layout(panels: list[dict]) -> list[dict]:
+    """Left to right, wrapping at 24 columns: ids and positions follow from the order above."""
+    x = y = row_h = 0
+    out = []
+    for i, p in enumerate(panels, start=1):
+        w, h = p["gridPos"]["w"], p["gridPos"]["h"]
+        if x + w > 24:
+            x, y, row_h = 0, y + row_h, 0
+        out.append({**p, "id": i, "gridPos": {"x": x, "y": y, "w": w, "h": h}})
+        x, row_h = x + w, max(row_h, h)
+    return out
+
+
+def variable(name: str, label: str, query: str) -> dict:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {},
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "sort": 1,
+    }
+
+
+def dashboard() -> dict:
+    return {
+        "uid": "relaywatch",
+        "title": "relaywatch: mail relay TLS",
+        "description": "TLS interception, STARTTLS stripping and downgrades on the path to the mail relays.",
+        "tags": ["relaywatch", "tls", "smtp"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "time": {"from": "now-6h", "to": "now"},
+        "refresh": "1m",
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                variable("instance", "Host", "label_values(relaywatch_build_info, instance)"),
+                variable(
+                    "target",
+                    "Target",
+                    'label_values(relaywatch_probe_success{instance=~"$instance"}, target)',
+                ),
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": layout(PANELS),
+    }
+
+
+def main() -> None:
+    out = Path(__file__).with_name("relaywatch.json")
+    out.write_text(json.dumps(dashboard(), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

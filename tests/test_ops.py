@@ -1,0 +1,219 @@
+"""The operations kit: dashboard queries against a real Prometheus, alert rules under promtool, the
+systemd unit under systemd-analyze, the Debian package."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from agent.lab.demo import running_lab
+from tests.agent_helpers import free_port, get, run_agent, service, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "grafana" / "relaywatch.json"
+RULES = ROOT / "packaging" / "prometheus" / "relaywatch-rules.yml"
+RULE_TESTS = ROOT / "packaging" / "prometheus" / "relaywatch-rules.test.yml"
+UNIT = ROOT / "packaging" / "systemd" / "relaywatch.service"
+
+
+def test_dashboard_is_generated_from_its_source() -> None:
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; sys.path.insert(0, 'grafana'); "
+            "import build_dashboard as b; print(json.dumps(b.dashboard(), indent=2))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert json.loads(built) == json.loads(DASHBOARD.read_text()), "run: python3 grafana/build_dashboard.py"
+
+
+def test_dashboard_layout_has_unique_ids_and_no_overlap() -> None:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    boxes = [(p["gridPos"]["x"], p["gridPos"]["y"], p["gridPos"]["w"], p["gridPos"]["h"]) for p in panels]
+    for i, (x1, y1, w1, h1) in enumerate(boxes):
+        assert x1 >= 0 and x1 + w1 <= 24
+        for x2, y2, w2, h2 in boxes[i + 1 :]:
+            assert x1 + w1 <= x2 or x2 + w2 <= x1 or y1 + h1 <= y2 or y2 + h2 <= y1, (
+                boxes[i],
+                (x2, y2, w2, h2),
+            )
+
+
+@pytest.mark.peers
+def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    with running_lab() as lab:
+        wanted = {"relay", "mail-shield", "cisco-asa"}
+        cfg = tmp_path / "agent.yml"
+        cfg.write_text(
+            f"interval: 2s\ntimeout: 3s\nprofile: {lab.directory}/lab-profile.yml\npath: {{timeout: 1s}}\n"
+            "targets:\n" + "".join(f"  - {s.target}\n" for s in lab.scenarios if s.name in wanted)
+        )
+        with run_agent(cfg) as agent:
+            port = free_port()
+            prom_cfg = tmp_path / "prometheus.yml"
+            prom_cfg.write_text(
+                "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: relaywatch\n"
+                f"    static_configs: [{{targets: ['{agent.url.removeprefix('http://')}']}}]\n"
+            )
+            argv = [
+                shutil.which("prometheus") or "/usr/bin/prometheus",
+                f"--config.file={prom_cfg}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ]
+            with service(argv, f"http://127.0.0.1:{port}/-/ready"):
+                api = f"http://127.0.0.1:{port}/api/v1"
+
+                def query(expr: str) -> list:  # type: ignore[type-arg]
+                    body = json.loads(get(f"{api}/query?query={urllib.parse.quote(expr)}")[1])
+                    assert body["status"] == "success", (expr, body)
+                    return body["data"]["result"]
+
+                wait_for(
+                    lambda: query("relaywatch_path_status") and len(query("relaywatch_verdict == 1")) == 3, 90
+                )
+                for var in dash["templating"]["list"]:
+                    if var["type"] != "query":
+                        continue
+                    m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
+                    assert m, var
+                    match = m.group(1).replace("$instance", ".*")
+                    values = json.loads(
+                        get(f"{api}/label/{m.group(2)}/values?match[]={urllib.parse.quote(match)}")[1]
+                    )
+                    assert values["data"], var["name"]
+                for p in dash["panels"]:
+                    for t in p["targets"]:
+                        expr = t["expr"].replace("$instance", ".*").replace("$target", ".*")
+                        assert query(expr), (p["title"], expr)
+
+
+def test_alert_rules_check_and_unit_tests() -> None:
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    test = subprocess.run(
+        ["promtool", "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, timeout=120
+    )
+    assert test.returncode == 0, test.stdout + test.stderr
+    alerts = {r["alert"] for r in _rules()}
+    assert alerts == {
+        "RelaywatchTLSInterception",
+        "RelaywatchStartTLSStripped",
+        "RelaywatchTLSDowngraded",
+        "RelaywatchRelayUnreachable",
+        "RelaywatchProbesStale",
+        "RelaywatchChainChanged",
+        "RelaywatchCertificateExpiring",
+    }
+    tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
+    assert tested == alerts
+    for r in _rules():
+        assert r["labels"]["severity"] in ("critical", "warning")
+        assert r["annotations"]["summary"] and "What to do" in r["annotations"]["description"]
+
+
+def test_a_broken_rule_fails_its_unit_tests(tmp_path: Path) -> None:
+    broken = RULES.read_text().replace(
+        "expr: relaywatch_interception_detected == 1", "expr: relaywatch_interception_detected == 2"
+    )
+    assert broken != RULES.read_text()
+    (tmp_path / RULES.name).write_text(broken)
+    shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
+    test = subprocess.run(
+        ["promtool", "test", "rules", RULE_TESTS.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert test.returncode != 0 and "RelaywatchTLSInterception" in test.stdout + test.stderr
+
+
+def _rules() -> list[dict]:  # type: ignore[type-arg]
+    import yaml
+
+    return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+
+
+def test_systemd_unit_is_hardened_and_valid(tmp_path: Path) -> None:
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.skip("systemd-analyze is not installed here")
+    text = UNIT.read_text()
+    assert "DynamicUser=yes" in text and "CapabilityBoundingSet=CAP_NET_RAW" in text
+    sec = subprocess.run(
+        [exe, "security", "--offline=true", str(UNIT)], capture_output=True, text=True, timeout=60
+    )
+    m = re.search(r"Overall exposure level for relaywatch.service: ([\d.]+)", sec.stdout)
+    assert m and float(m.group(1)) <= 2.0, sec.stdout[-500:]
+    local = tmp_path / "relaywatch.service"  # verify needs ExecStart to exist: point it at this install
+    local.write_text(text.replace("/usr/bin/relaywatch", shutil.which("relaywatch") or "/usr/bin/relaywatch"))
+    verify = subprocess.run([exe, "verify", str(local)], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stderr
+
+
+@pytest.mark.peers
+def test_debian_package_installs_unit_config_and_a_working_venv(tmp_path: Path) -> None:
+    build = subprocess.run(
+        ["bash", "packaging/deb/build.sh", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    deb = Path(build.stdout.strip().splitlines()[-1])
+    info = subprocess.run(["dpkg-deb", "--info", str(deb)], capture_output=True, text=True, timeout=60).stdout
+    assert "Package: relaywatch" in info and "Depends: python3 (>= 3.11)" in info
+    files = subprocess.run(
+        ["dpkg-deb", "--contents", str(deb)], capture_output=True, text=True, timeout=60
+    ).stdout
+    for path in (
+        "./lib/systemd/system/relaywatch.service",
+        "./etc/relaywatch/relaywatch.yml",
+        "./usr/bin/relaywatch -> /opt/relaywatch/bin/relaywatch",
+        "./opt/relaywatch/bin/python",
+    ):
+        assert path in files, path
+    root = tmp_path / "root"
+    subprocess.run(["dpkg-deb", "--extract", str(deb), str(root)], check=True, timeout=120)
+    script = (root / "opt/relaywatch/bin/relaywatch").read_text().splitlines()[0]
+    assert script == "#!/opt/relaywatch/bin/python3"
+    conffiles = subprocess.run(
+        ["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True, timeout=60
+    ).stdout
+    assert b"/etc/relaywatch/relaywatch.yml" in conffiles
+    run = subprocess.run(
+        [
+            str(root / "opt/relaywatch/bin/python"),
+            "-m",
+            "agent",
+            "analyze",
+            "--at",
+            "2022-01-01",
+            str(ROOT / "tests/data/leaf-mail-protection-outlook-com-2021.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert "Verdict:   OK" in run.stdout, run.stderr

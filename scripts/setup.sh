@@ -24,3 +24,5 @@ for svc in postfix prometheus prometheus-pushgateway prometheus-blackbox-exporte
 done
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+# pyenv puts console scripts on PATH through shims, made only on rehash
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from agent.model import ProbeResult, Verdict
+from agent.model import LocalProcess, ProbeResult, Verdict
 
 VERDICT_TEXT: dict[Verdict, tuple[str, str]] = {
     Verdict.INTERCEPTED: (
@@ -126,14 +126,13 @@ def _path_lines(path: dict | None) -> list[str]:  # type: ignore[type-arg]
     return out
 
 
-def _host_lines(host: dict | None, peer: object) -> list[str]:  # type: ignore[type-arg]
+def _host_lines(host: dict | None, peer: LocalProcess | None) -> list[str]:  # type: ignore[type-arg]
     out = []
     if peer is not None:
-        p = peer  # LocalProcess
         out.append(
-            f"  Local end: process {safe(p.name)} (pid {p.pid}, {safe(p.exe) or '?'})"  # type: ignore[attr-defined]
-            + (f", product {safe(p.product)}" if p.product else "")
-        )  # type: ignore[attr-defined]
+            f"  Local end: process {safe(peer.name)} (pid {peer.pid}, {safe(peer.exe) or '?'})"
+            + (f", product {safe(peer.product)}" if peer.product else "")
+        )
     if host:
         procs = ", ".join(
             f"{safe(p['name'])} (pid {p['pid']}, {safe(p['product'])})" for p in host["interceptor_processes"]

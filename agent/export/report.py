@@ -117,7 +117,8 @@ def _path_lines(path: dict | None) -> list[str]:  # type: ignore[type-arg]
     if trace:
         out.append(
             f"    mail port answers at hop {path.get('terminating_hop')}, address answers ICMP echo at hop "
-            f"{path.get('destination_hop')}, server packets travelled {path.get('server_distance')} hops"
+            f"{path.get('destination_hop')}, server packets travelled "
+            f"{path.get('server_distance') or '?'} hops"
         )
         for h in trace["tcp_hops"]:
             rtt = f"{h['rtt_ms']:.2f} ms" if h["rtt_ms"] is not None else "-"

@@ -17,9 +17,12 @@ _UPGRADE = {"smtp": ("STARTTLS",), "imap": ("STARTTLS",), "pop3": ("STLS",)}
 
 
 def _pump(a: socket.socket, b: socket.socket) -> None:
-    """Copy both ways until either side closes; one thread, since an SSL object is not safe to read and
-    write from two threads at once."""
+    """Copy both ways until either side closes. One thread, since an SSL object is not safe to read and
+    write from two threads at once; non-blocking, since a TLS socket that is readable at the TCP level may
+    hold only a session ticket, and a blocking read would then stall the other direction."""
     peer = {a: b, b: a}
+    for s in (a, b):
+        s.setblocking(False)
     try:
         while True:
             ready = [s for s in (a, b) if isinstance(s, ssl.SSLSocket) and s.pending()]
@@ -28,12 +31,24 @@ def _pump(a: socket.socket, b: socket.socket) -> None:
             if not ready:
                 return
             for s in ready:
-                data = s.recv(16384)
+                try:
+                    data = s.recv(16384)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    continue
                 if not data:
                     return
-                peer[s].sendall(data)
+                _send_all(peer[s], data)
     except (OSError, ssl.SSLError):
         return
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            select.select([], [sock], [], 10)
 
 
 def _relay_until_upgrade(client: socket.socket, up: socket.socket, protocol: str) -> bool:

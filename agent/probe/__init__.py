@@ -116,7 +116,7 @@ def probe_address(
             clock.begin("greeting")
             dialogue.greeting(chan)
             clock.finish()
-            peer = _local_peer(sock) if options.inspect_local_peer else None  # accepted by now
+            peer = _local_peer(sock, clock) if options.inspect_local_peer else None  # accepted by now
             clock.begin("ehlo")
             caps = dialogue.capabilities(chan)
             state = classify(caps, dialogue.starttls_keyword)
@@ -139,7 +139,7 @@ def probe_address(
             )
             clock.finish()
             if options.inspect_local_peer and peer is None:
-                peer = _local_peer(sock)
+                peer = _local_peer(sock, clock)
             if dialogue is not None:
                 tchan = LineChannel(stream, clock, transcript)
                 if target.starttls:
@@ -174,13 +174,16 @@ def probe_address(
     )
 
 
-def _local_peer(sock: socket.socket) -> LocalProcess | None:
-    from agent.host.processes import local_peer  # psutil's connection scan: only when asked
+def _local_peer(sock: socket.socket, clock: Clock) -> LocalProcess | None:
+    from agent.host.processes import local_peer  # host inspection: only when asked
 
+    start = time.monotonic()
     try:
         return local_peer(sock.getsockname()[:2], sock.getpeername()[:2])
     except OSError:
         return None
+    finally:
+        clock.timings["local_peer"] = time.monotonic() - start
 
 
 def _quietly(step, chan: LineChannel) -> None:  # type: ignore[no-untyped-def]

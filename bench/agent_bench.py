@@ -8,9 +8,15 @@ Why: the issue sets three goals for `relaywatch run` on a small (2-core) host:
 Each is measured on the real agent process (`python -m agent run`, what the `relaywatch` script runs)
 against lab relays in a SEPARATE process, so the relays' CPU and memory are not the agent's. Probe counts
 and first results come from the agent's own /metrics. Diagnostics explain the figures: what each import
-costs, which mappings make up the agent's RSS, and where /metrics time goes (cProfile on 1,000 series).
+costs, which mappings make up the agent's RSS, where /metrics time goes (cProfile on 1,000 series), and
+what /metrics would cost with each series' lines rendered once per probe instead of on every scrape.
 
-    python3 bench/agent_bench.py [--quick]
+    python3 bench/agent_bench.py [--quick] [--no-path] [--malloc-arena-max N] [--tracemalloc]
+
+--no-path turns the agent's path traces off (config `path: {enabled: false}`); by default the agent runs
+as shipped, path traces on. --malloc-arena-max N starts the agents with MALLOC_ARENA_MAX=N (glibc), to
+check the memory fix proposed from these figures. --tracemalloc runs the memory agent under tracemalloc
+and reads the Python-allocated memory at each checkpoint (its RSS is then inflated by the tracing).
 
 Prints tables and writes bench/results/agent_bench.json (agent_bench_quick.json with --quick: reduced
 sizes, a smoke check, not the goals' sizes). Exit 0 when the benchmark ran (whether or not the goals
@@ -39,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -183,7 +190,7 @@ def relay_process(directory: Path, n: int) -> Iterator[Relays]:
     try:
         multiprocessing.connection.wait([parent, proc.sentinel], timeout=START_TIMEOUT)
         if not parent.poll():
-            raise BenchError(f"lab relays did not start within {START_TIMEOUT:g} s (exit {proc.exitcode})")
+            raise BenchError(f"lab relays did not start (waited {START_TIMEOUT:g} s, exit {proc.exitcode})")
         kind, value = parent.recv()
         if kind != "port":
             raise BenchError(f"lab relays: {value}")
@@ -213,14 +220,27 @@ def free_port() -> int:
     raise BenchError(f"no free port in {PORTS.start}-{PORTS.stop - 1} on {WEB_HOST}")
 
 
-def write_config(path: Path, profile: Path, targets: Sequence[str], interval: str, concurrency: int) -> Path:
+@dataclass(frozen=True)
+class AgentOptions:
+    """How the agents under test are started: as shipped, or with one change to isolate a cause."""
+
+    path: bool = True  # the agent's path traces (on by default in the agent)
+    arena_max: int | None = None  # MALLOC_ARENA_MAX for the agent process
+    tracemalloc: bool = False  # memory run only: under tracemalloc, readable at checkpoints
+
+
+def write_config(
+    path: Path, profile: Path, targets: Sequence[str], interval: str, concurrency: int, opts: AgentOptions
+) -> Path:
     lines = [
         f"interval: {interval}",
         "timeout: 5s",
         f"profile: {profile}",
         f"concurrency: {concurrency}",
-        "targets:",
     ]
+    if not opts.path:
+        lines.append("path: {enabled: false}")
+    lines.append("targets:")
     for i, t in enumerate(targets):
         lines += [f"  - target: {t}", f"    labels: {{site: s{i % 10}}}"]
     path.write_text("\n".join(lines) + "\n")
@@ -241,6 +261,11 @@ class Agent:
         t = psutil.Process(self.proc.pid).cpu_times()
         return t.user + t.system
 
+    def children_cpu_s(self) -> float:
+        """CPU of the agent's finished children: its path workers (separate processes by design)."""
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.children_user + t.children_system
+
 
 def http_get(host: str, port: int, path: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -252,18 +277,66 @@ def http_get(host: str, port: int, path: str, timeout: float = HTTP_TIMEOUT) -> 
         conn.close()
 
 
+# `relaywatch run` under tracemalloc: for each CHECKPOINT.want file in DIR, CHECKPOINT.json with the
+# memory Python's allocators hold (module code and objects), by file of allocation
+_TRACEMALLOC_AGENT = """
+import json, os, sys, threading, time, tracemalloc
+tracemalloc.start(1)
+directory = sys.argv[1]
+def watch():
+    while True:
+        time.sleep(0.2)
+        for name in os.listdir(directory):
+            if not name.endswith('.want'):
+                continue
+            snap = tracemalloc.take_snapshot()
+            cur, peak = tracemalloc.get_traced_memory()
+            top = [{'file': str(s.traceback), 'mb': s.size / 2**20, 'count': s.count}
+                   for s in snap.statistics('filename')[:12]]
+            stem = os.path.join(directory, name[:-5])
+            with open(stem + '.tmp', 'w') as f:
+                json.dump({'traced_mb': cur / 2**20, 'peak_mb': peak / 2**20, 'top': top}, f)
+            os.replace(stem + '.tmp', stem + '.json')
+            os.unlink(stem + '.want')
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = ['relaywatch', *sys.argv[2:]]
+from agent.cli import main
+sys.exit(main())
+"""
+
+
 @contextlib.contextmanager
-def agent_process(config: Path, log: Path) -> Iterator[Agent]:
-    """`relaywatch run` on 127.0.0.1 (python -m agent: the console script's code); SIGTERM, then kill."""
+def agent_process(
+    config: Path, log: Path, opts: AgentOptions, trace_dir: Path | None = None
+) -> Iterator[Agent]:
+    """`relaywatch run` on 127.0.0.1 (python -m agent: the console script's code); SIGTERM, then kill.
+
+    Its path workers are the agent's to stop (it kills them on SIGTERM); any still alive after the agent
+    has gone are killed by pid, so nothing this benchmark started outlives it."""
     port = free_port()
-    argv = [sys.executable, "-m", "agent", "run", "--config.file", str(config)]
-    argv += ["--web.listen-address", f"{WEB_HOST}:{port}", "--log.level", "warn"]
+    run = [
+        "run",
+        "--config.file",
+        str(config),
+        "--web.listen-address",
+        f"{WEB_HOST}:{port}",
+        "--log.level",
+        "warn",
+    ]
+    if trace_dir is not None:
+        argv = [sys.executable, "-c", _TRACEMALLOC_AGENT, str(trace_dir), *run]
+    else:
+        argv = [sys.executable, "-m", "agent", *run]
+    env = dict(os.environ)
+    if opts.arena_max is not None:
+        env["MALLOC_ARENA_MAX"] = str(opts.arena_max)
     with log.open("wb") as err:
         spawned = time.time()
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
+            argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL
         )
+        children: list[psutil.Process] = []
         try:
             while True:
                 if proc.poll() is not None:
@@ -277,12 +350,17 @@ def agent_process(config: Path, log: Path) -> Iterator[Agent]:
             yield Agent(proc, port, spawned, time.monotonic() - t0)
         finally:
             if proc.poll() is None:
+                with contextlib.suppress(psutil.Error):
+                    children = psutil.Process(proc.pid).children(recursive=True)
                 proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
+            for child in children:  # psutil checks the start time: never another process with the pid
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
 
 
 def _tail(path: Path, chars: int = 800) -> str:
@@ -304,6 +382,7 @@ class Scrape:
     last: dict[str, float] = field(default_factory=dict)  # target -> last probe start (Unix time)
     total: dict[str, float] = field(default_factory=dict)  # target -> that probe's total duration
     verdicts: collections.Counter[str] = field(default_factory=collections.Counter)
+    paths: int = 0  # addresses with a path trace result
 
 
 def parse_metrics(body: bytes) -> Scrape:
@@ -324,6 +403,8 @@ def parse_metrics(body: bytes) -> Scrape:
                 s.total[m.group(1)] = float(value)
         elif name.startswith("relaywatch_verdict{") and float(value) == 1.0 and (m := _VERDICT.search(name)):
             s.verdicts[m.group(1)] += 1
+        elif name.startswith("relaywatch_path_status{") and float(value) == 1.0:
+            s.paths += 1
     return s
 
 
@@ -375,16 +456,21 @@ def smaps_split(pid: int) -> dict[str, float]:
 # ---------------------------------------------------------------- goal 1: memory
 
 
-def goal_memory(relays: Relays, directory: Path, profile: Path, sizes: Sizes) -> dict[str, Any]:
+def goal_memory(
+    relays: Relays, directory: Path, profile: Path, sizes: Sizes, opts: AgentOptions
+) -> dict[str, Any]:
     """100 targets probed back to back; memory read when the probe count passes each checkpoint."""
     n = sizes.memory_targets
-    cfg = write_config(directory / "memory.yml", profile, relays.targets(n), sizes.memory_interval, 16)
+    cfg = write_config(directory / "memory.yml", profile, relays.targets(n), sizes.memory_interval, 16, opts)
     trace: list[dict[str, float]] = []
     at: dict[str, Any] = {}
     pending = list(sizes.checkpoints)
-    with agent_process(cfg, directory / "agent-memory.log") as agent:
+    trace_dir = directory / "tracemalloc" if opts.tracemalloc else None
+    if trace_dir is not None:
+        trace_dir.mkdir()
+    with agent_process(cfg, directory / "agent-memory.log", opts, trace_dir) as agent:
         t0 = time.monotonic()
-        cpu0, relay0 = agent.cpu_s(), relays.cpu_s()
+        cpu0, relay0, workers0 = agent.cpu_s(), relays.cpu_s(), agent.children_cpu_s()
         last = Scrape()
         while pending:
             if time.monotonic() - t0 > sizes.memory_deadline_s:
@@ -404,10 +490,13 @@ def goal_memory(relays: Relays, directory: Path, profile: Path, sizes: Sizes) ->
                     **smaps_split(agent.proc.pid),
                     "mappings": top_mappings(agent.proc.pid),
                 }
+                if trace_dir is not None:
+                    at[str(cp)]["tracemalloc"] = _python_memory(trace_dir, cp)
             time.sleep(0.5)
         elapsed = time.monotonic() - t0
         cpu, relay_cpu = agent.cpu_s() - cpu0, relays.cpu_s() - relay0
-        verdicts = dict(last.verdicts)
+        workers = agent.children_cpu_s() - workers0
+        verdicts, paths = dict(last.verdicts), last.paths
     lo, hi = (at[str(c)] for c in sizes.checkpoints)
     after = [t for t in trace if t["probes"] >= sizes.checkpoints[0]]
     slope = None
@@ -425,24 +514,49 @@ def goal_memory(relays: Relays, directory: Path, profile: Path, sizes: Sizes) ->
         "probes_per_s": last.probes / elapsed,
         "agent_cpu_ms_per_probe": cpu * 1000 / max(1.0, last.probes),
         "relay_cpu_ms_per_probe": relay_cpu * 1000 / max(1.0, last.probes),
+        "path_workers_cpu_s": workers,
+        "addresses_with_path_result": paths,
         "verdicts": verdicts,
+        "options": opts.__dict__,
         "trace": trace,
     }
+
+
+def _python_memory(trace_dir: Path, checkpoint: int, timeout: float = 60.0) -> dict[str, Any]:
+    """Ask the traced agent for what Python's allocators hold now (see _TRACEMALLOC_AGENT)."""
+    (trace_dir / f"{checkpoint}.want").touch()
+    answer = trace_dir / f"{checkpoint}.json"
+    deadline = time.monotonic() + timeout
+    while not answer.exists():
+        if time.monotonic() > deadline:
+            raise BenchError(f"tracemalloc snapshot at {checkpoint} probes: no answer in {timeout:g} s")
+        time.sleep(0.1)
+    return dict(json.loads(answer.read_text()))
 
 
 # ---------------------------------------------------------------- goals 2 and 3: 1,000 targets
 
 
 def goal_round(
-    relays: Relays, directory: Path, profile: Path, n: int, concurrency: int, sizes: Sizes, gets: int = 0
+    relays: Relays,
+    directory: Path,
+    profile: Path,
+    n: int,
+    concurrency: int,
+    sizes: Sizes,
+    opts: AgentOptions,
+    gets: int = 0,
 ) -> dict[str, Any]:
     """Start the agent with n targets and a long interval (one round only); time until every target has
     a first result. The end is exact: max over targets of (probe start + probe duration) from /metrics,
     so how often the benchmark looks does not matter. With gets > 0, then time /metrics (goal 2)."""
-    cfg = write_config(directory / f"round-{concurrency}.yml", profile, relays.targets(n), "1h", concurrency)
+    cfg = write_config(
+        directory / f"round-{concurrency}.yml", profile, relays.targets(n), "1h", concurrency, opts
+    )
     base = relays.sessions.value
     relay0 = relays.cpu_s()
-    with agent_process(cfg, directory / f"agent-round-{concurrency}.log") as agent:
+    opts = AgentOptions(opts.path, opts.arena_max)  # never traced: tracemalloc would slow the round
+    with agent_process(cfg, directory / f"agent-round-{concurrency}.log", opts) as agent:
         t0 = time.monotonic()
         # cheap wait first: the relays count finished sessions, no agent CPU spent on scrapes
         while relays.sessions.value - base < n and time.monotonic() - t0 < sizes.round_deadline_s:
@@ -474,12 +588,15 @@ def goal_round(
             "probe_total_s_max": max(s.total.values()),
             "agent_cpu_s_to_round_end": round_cpu,
             "relay_cpu_s": relay_cpu,
+            "path_workers_cpu_s_to_round_end": agent.children_cpu_s(),
             "verdicts": dict(s.verdicts),
             "samples_in_metrics": s.samples,
             "memory_after_round": memory(agent.proc.pid),
         }
         if gets:
             out["metrics"] = time_metrics(agent, gets, sizes.gets_budget_s)
+            out["path_workers_cpu_s_to_metrics_end"] = agent.children_cpu_s()
+            out["addresses_with_path_result"] = scrape(agent).paths
     return out
 
 
@@ -488,7 +605,7 @@ def time_metrics(agent: Agent, gets: int, budget_s: float) -> dict[str, Any]:
     for _ in range(3):  # warm-up, unmeasured
         agent.get()
     wall: list[float] = []
-    size = 0
+    body = b""
     cpu0, t0 = agent.cpu_s(), time.monotonic()
     for _ in range(gets):
         if time.monotonic() - t0 > budget_s:
@@ -498,7 +615,6 @@ def time_metrics(agent: Agent, gets: int, budget_s: float) -> dict[str, Any]:
         wall.append((time.perf_counter() - w0) * 1000)
         if status != 200:
             raise BenchError(f"/metrics answered HTTP {status}")
-        size = len(body)
     cpu = agent.cpu_s() - cpu0
     ordered = sorted(wall)
     return {
@@ -508,7 +624,7 @@ def time_metrics(agent: Agent, gets: int, budget_s: float) -> dict[str, Any]:
         "ms_min": ordered[0],
         "ms_max": ordered[-1],
         "agent_cpu_ms_per_get": cpu * 1000 / len(wall),
-        "bytes": size,
+        "bytes": len(body),
         "samples": parse_metrics(body).samples,
     }
 
@@ -520,26 +636,29 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 # ---------------------------------------------------------------- diagnostics
 
 IMPORT_STEPS: tuple[tuple[str, str], ...] = (
-    ("python interpreter (site)", "pass"),
+    ("python interpreter (site, .pth hooks)", "pass"),
+    ("ssl + http.server (http.client loads ssl)", "import ssl, http.server"),
     (
-        "stdlib the agent uses",
-        "import ssl, socket, http.server, concurrent.futures, logging.handlers, json, argparse, "
-        "ipaddress, datetime, tempfile, hashlib, hmac, heapq, fnmatch, socketserver, urllib.parse",
+        "other stdlib the agent uses",
+        "import concurrent.futures, logging.handlers, json, argparse, socketserver",
     ),
-    ("yaml (PyYAML)", "import yaml"),
-    ("cryptography.x509", "from cryptography import x509"),
+    ("cryptography.x509 (Rust, own OpenSSL)", "from cryptography import x509"),
     (
         "cryptography verification + hazmat",
         "from cryptography.x509 import verification; "
         "from cryptography.hazmat.primitives import hashes, serialization; "
         "from cryptography.hazmat.primitives.asymmetric import ec, rsa",
     ),
-    ("OpenSSL (pyOpenSSL)", "from OpenSSL import SSL"),
+    ("pyOpenSSL (typing_extensions -> asyncio)", "from OpenSSL import SSL"),
+    ("yaml (PyYAML)", "import yaml"),
     ("prometheus_client", "import prometheus_client"),
-    ("bcrypt", "import bcrypt"),
     ("agent.pipeline (probe + analysis)", "import agent.pipeline"),
-    ("agent.run.agent (config, state, scheduler, web)", "import agent.run.agent"),
-    ("agent.cli", "import agent.cli"),
+    ("agent.run state, scheduler, web", "import agent.run.state, agent.run.scheduler, agent.run.web"),
+    (
+        "psutil, agent.host, agent.path, bcrypt",
+        "import psutil, bcrypt, agent.host.inventory, agent.path.client",
+    ),
+    ("agent.run.agent, agent.cli (the rest)", "import agent.run.agent, agent.cli"),
     ("host trust store loaded", "from agent.analysis.truststore import host_store; host_store()"),
     (
         "built-in profile + interceptors loaded",
@@ -567,13 +686,9 @@ for name, code in json.loads(sys.argv[1]):
 """
 
 
-def import_breakdown() -> list[dict[str, Any]]:
-    """RSS after each import, in a fresh interpreter in the order the agent's modules need them.
-
-    A subprocess reading /proc/self/status: psutil itself is not imported there, so it costs nothing.
-    """
+def _rss_after(steps: Sequence[tuple[str, str]], flags: Sequence[str] = ()) -> list[dict[str, Any]]:
     proc = subprocess.run(
-        [sys.executable, "-c", _IMPORT_CHILD, json.dumps(IMPORT_STEPS)],
+        [sys.executable, *flags, "-c", _IMPORT_CHILD, json.dumps(steps)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -582,12 +697,22 @@ def import_breakdown() -> list[dict[str, Any]]:
     )
     if proc.returncode != 0:
         raise BenchError(f"import breakdown failed: {proc.stderr[-800:]}")
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def import_breakdown() -> dict[str, Any]:
+    """RSS after each import, in a fresh interpreter in the order the agent's modules need them.
+
+    A subprocess reading /proc/self/status: psutil itself is not imported there, so it costs nothing.
+    `python -S` (no site, no .pth hooks) is the interpreter's own floor, for reference.
+    """
+    bare = _rss_after(IMPORT_STEPS[:1], ["-S"])
+    steps = _rss_after(IMPORT_STEPS)
     previous = 0.0
-    for row in rows:
+    for row in steps:
         row["delta_mb"] = row["VmRSS"] - previous
         previous = row["VmRSS"]
-    return rows
+    return {"python_S_mb": bare[0]["VmRSS"], "steps": steps}
 
 
 def profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
@@ -643,15 +768,104 @@ def profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
             {"function": where, "calls": ncalls, "tottime_ms": tottime * 1000, "cumtime_ms": cumtime * 1000}
         )
     rows.sort(key=lambda x: x["tottime_ms"], reverse=True)
+
+    # The alternative: each series' lines rendered once when its probe is recorded (here: generate_latest
+    # of a one-series registry, split by family), and /metrics only concatenates them family by family.
+    class One(Collector):
+        def __init__(self, s: Series) -> None:
+            self.s = s
+
+        def collect(self) -> Iterator[Metric]:
+            return families([self.s], ("site",))
+
+    def one(s: Series) -> bytes:
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(One(s))
+        return generate_latest(reg)
+
+    t0 = time.perf_counter()
+    fragments = [_split_families(one(s).decode()) for s in series]
+    render_ms = (time.perf_counter() - t0) * 1000 / n
+    order, headers, _ = fragments[0]
+
+    def assemble() -> bytes:
+        parts: list[str] = []
+        for name in order:
+            parts.append(headers[name])
+            parts.extend(f[2][name] for f in fragments)
+        return "".join(parts).encode()
+
+    assemble_ms = timed(assemble)
+    per_family = {name: fragments[0][2][name].count("\n") for name in order}
     return {
         "series": n,
         "samples": sum(1 for line in body.splitlines() if line and not line.startswith(b"#")),
+        "samples_per_series_by_family": per_family,
         "bytes": len(body),
         "families_ms_median": build_ms,
         "generate_latest_ms_median": total_ms,
         "exposition_ms_median": total_ms - build_ms,
         "top_tottime": rows[:15],
+        "prerendered": {
+            "render_ms_per_series": render_ms,
+            "assemble_ms_median": assemble_ms,
+            "identical_to_generate_latest": assemble() == body,
+            "http_floor_ms_median": serve_bytes(body, 30),
+        },
     }
+
+
+def _split_families(text: str) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Exposition text -> family order, each family's HELP/TYPE lines, each family's sample lines."""
+    order: list[str] = []
+    headers: dict[str, str] = {}
+    samples: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith("# HELP "):
+            name = line.split(" ", 3)[2]
+            order.append(name)
+            headers[name], samples[name] = line, ""
+        elif line.startswith("#"):
+            headers[name] += line
+        else:
+            samples[name] += line
+    return order, headers, samples
+
+
+def serve_bytes(body: bytes, gets: int) -> float:
+    """Median ms to GET a ready body from a stdlib ThreadingHTTPServer, as the agent's web server is:
+    the floor of /metrics for this body size, whatever renders it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((WEB_HOST, free_port()), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    try:
+        times = []
+        for _ in range(gets):
+            t0 = time.perf_counter()
+            status, got = http_get(WEB_HOST, server.server_address[1], "/metrics")
+            times.append((time.perf_counter() - t0) * 1000)
+            if status != 200 or len(got) != len(body):
+                raise BenchError("serving a ready body failed")
+        return statistics.median(times)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 # ---------------------------------------------------------------- report
@@ -665,7 +879,12 @@ def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:
     mem = res["memory"]
     lo_n, hi_n = sizes.checkpoints
     lo, hi = mem["checkpoints"][str(lo_n)], mem["checkpoints"][str(hi_n)]
-    print(f"\n1. Agent memory, {mem['targets']} targets, interval {mem['interval']}, concurrency 16")
+    opts = mem["options"]
+    print(
+        f"\n1. Agent memory, {mem['targets']} targets, interval {mem['interval']}, concurrency 16 "
+        f"(path traces {'on' if opts['path'] else 'off'}, MALLOC_ARENA_MAX {opts['arena_max'] or 'unset'}"
+        f"{', under tracemalloc: RSS inflated' if opts['tracemalloc'] else ''})"
+    )
     print(f"{'':30}{f'~{lo_n:,} probes':>16}{f'~{hi_n:,} probes':>16}{'growth':>10}")
     for key, label in (
         ("probes", "probes (from /metrics)"),
@@ -679,44 +898,68 @@ def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:
         a, b = lo.get(key, float("nan")), hi.get(key, float("nan"))
         fmt = ".0f" if key in ("probes", "threads") else ".1f"
         print(f"{label:30}{a:>16{fmt}}{b:>16{fmt}}{b - a:>+10{fmt}}")
+    if "tracemalloc" in lo:
+        a, b = lo["tracemalloc"]["traced_mb"], hi["tracemalloc"]["traced_mb"]
+        print(f"{'Python allocators (tracemalloc)':30}{a:>16.1f}{b:>16.1f}{b - a:>+10.1f}")
     slope = mem["rss_slope_kb_per_1000_probes"]
     print(
         f"RSS trend after {lo_n:,} probes: {'-' if slope is None else f'{slope:+.1f} KB per 1,000 probes'}; "
         f"{mem['probes_per_s']:.0f} probes/s; agent CPU {mem['agent_cpu_ms_per_probe']:.2f} ms/probe, "
-        f"relays {mem['relay_cpu_ms_per_probe']:.2f} ms/probe; verdicts {mem['verdicts']}"
+        f"relays {mem['relay_cpu_ms_per_probe']:.2f} ms/probe"
+    )
+    print(
+        f"path workers (child processes): {mem['path_workers_cpu_s']:.1f} CPU s, "
+        f"{mem['addresses_with_path_result']} addresses traced; verdicts {mem['verdicts']}"
     )
     print(f"\n   largest mappings at ~{hi_n:,} probes (RSS MB, private MB):")
     for m in hi["mappings"][:8]:
         print(f"   {m['rss_mb']:7.1f} {m['private_mb']:7.1f}  {m['path']}")
-    print("\n   import cost in a fresh interpreter (RSS MB after each step, and the step's own cost):")
-    for row in res["imports"]:
+    if "tracemalloc" in hi:
+        print(f"\n   Python allocations at ~{hi_n:,} probes by file (MB):")
+        for row in hi["tracemalloc"]["top"][:8]:
+            print(f"   {row['mb']:7.2f}  {row['file']}")
+    imports = res["imports"]
+    print(
+        "\n   import cost in a fresh interpreter (RSS MB after each step, the step's own cost; "
+        f"`python -S` alone: {imports['python_S_mb']:.1f} MB):"
+    )
+    for row in imports["steps"]:
         err = f"  ({row['error']})" if row.get("error") else ""
         print(f"   {row['VmRSS']:7.1f} {row['delta_mb']:+7.1f}  {row['step']}{err}")
 
-    scale = res["round_16"]
-    m = scale["metrics"]
+    r16, r64 = res["round_16"], res["round_64"]
+    m = r16["metrics"]
     print(
-        f"\n2. /metrics with {scale['targets']:,} targets ({m['samples']:,} samples, "
-        f"{m['bytes'] / 1024:.0f} KiB), "
-        f"{m['gets']} sequential GETs"
+        f"\n2. /metrics with {r16['targets']:,} targets ({m['samples']:,} samples, "
+        f"{m['bytes'] / MB:.1f} MB), {m['gets']} sequential GETs, agent idle between rounds"
     )
     print(
         f"   median {m['ms_median']:.1f} ms, p90 {m['ms_p90']:.1f} ms, min {m['ms_min']:.1f}, "
         f"max {m['ms_max']:.1f}; agent CPU {m['agent_cpu_ms_per_get']:.1f} ms per GET"
     )
     prof = res["metrics_profile"]
+    pre = prof["prerendered"]
     print(
-        f"   in-process, {prof['series']:,} synthetic series: "
-        f"families() {prof['families_ms_median']:.1f} ms, "
-        f"generate_latest total {prof['generate_latest_ms_median']:.1f} ms "
-        f"(exposition {prof['exposition_ms_median']:.1f} ms); top by own time:"
+        f"   in-process, {prof['series']:,} synthetic series ({prof['samples']:,} samples): "
+        f"families() {prof['families_ms_median']:.1f} ms + exposition {prof['exposition_ms_median']:.1f} ms "
+        f"= generate_latest {prof['generate_latest_ms_median']:.1f} ms; top by own time:"
     )
     for row in prof["top_tottime"][:10]:
         print(f"   {row['tottime_ms']:8.1f} ms {row['calls']:>8}  {row['function']}")
+    per = prof["samples_per_series_by_family"]
+    print(
+        f"   samples per target by family ({sum(per.values())}): "
+        + ", ".join(f"{k.removeprefix('relaywatch_')} {v}" for k, v in per.items() if v)
+    )
+    print(
+        f"   pre-rendered per series instead: {pre['render_ms_per_series']:.2f} ms per probe to render, "
+        f"{pre['assemble_ms_median']:.1f} ms to assemble /metrics (identical bytes: "
+        f"{pre['identical_to_generate_latest']}); serving a ready body of this size: "
+        f"{pre['http_floor_ms_median']:.1f} ms"
+    )
 
-    print(f"\n3. A round of {scale['targets']:,} probes from agent start (process spawn)")
+    print(f"\n3. A round of {r16['targets']:,} probes from agent start (process spawn)")
     print(f"{'':38}{'concurrency 16':>16}{'concurrency 64':>16}")
-    r16, r64 = res["round_16"], res["round_64"]
     for key, label in (
         ("start_to_all_results_s", "start -> all results, s"),
         ("start_to_first_probe_s", "start -> first probe, s"),
@@ -724,6 +967,7 @@ def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:
         ("probe_total_s_median", "probe duration median, s"),
         ("probe_total_s_max", "probe duration max, s"),
         ("agent_cpu_s_to_round_end", "agent CPU, s"),
+        ("path_workers_cpu_s_to_round_end", "path workers' CPU, s"),
         ("relay_cpu_s", "relays' CPU, s"),
     ):
         print(f"{label:38}{r16[key]:>16.2f}{r64[key]:>16.2f}")
@@ -775,15 +1019,45 @@ def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:
     return goals
 
 
+def source() -> dict[str, Any]:
+    """Which agent code was measured: the repository's commit, and whether the tree had changes."""
+    out: dict[str, Any] = {"root": str(ROOT), "commit": None, "dirty": None}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode == 0:
+            status = subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain", "agent"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            out["commit"], out["dirty"] = head.stdout.strip(), bool(status.stdout.strip())
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes: a smoke check in about a minute")
-    parser.add_argument(
-        "--output", type=Path, help="JSON results (default bench/results/agent_bench[_quick].json)"
-    )
+    parser.add_argument("--no-path", action="store_true", help="agents with path traces off")
+    parser.add_argument("--malloc-arena-max", type=int, metavar="N", help="agents with MALLOC_ARENA_MAX=N")
+    parser.add_argument("--tracemalloc", action="store_true", help="memory agent under tracemalloc")
+    parser.add_argument("--output", type=Path, help="JSON results (default bench/results/agent_bench*.json)")
     args = parser.parse_args(argv)
+    if args.malloc_arena_max is not None and not 1 <= args.malloc_arena_max <= 64:
+        parser.error("--malloc-arena-max must be 1..64")
     sizes = QUICK if args.quick else FULL
-    output = args.output or RESULTS / ("agent_bench_quick.json" if args.quick else "agent_bench.json")
+    opts = AgentOptions(not args.no_path, args.malloc_arena_max, args.tracemalloc)
+    variant = "".join(
+        (
+            "_quick" if args.quick else "",
+            "_nopath" if args.no_path else "",
+            f"_arena{args.malloc_arena_max}" if args.malloc_arena_max else "",
+            "_tracemalloc" if args.tracemalloc else "",
+        )
+    )
+    output = args.output or RESULTS / f"agent_bench{variant}.json"
     res: dict[str, Any] = {}
     started = time.monotonic()
     try:
@@ -803,18 +1077,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"1. memory: {sizes.memory_targets} targets until {sizes.checkpoints[-1]:,} probes ...",
                     flush=True,
                 )
-                res["memory"] = goal_memory(relays, directory, profile, sizes)
-                print(
-                    f"3./2. round of {sizes.scale_targets} targets, concurrency 16, then /metrics ...",
-                    flush=True,
-                )
-                res["round_16"] = goal_round(
-                    relays, directory, profile, sizes.scale_targets, 16, sizes, sizes.gets
-                )
-                print(f"3. round of {sizes.scale_targets} targets, concurrency 64 ...", flush=True)
-                res["round_64"] = goal_round(relays, directory, profile, sizes.scale_targets, 64, sizes)
+                res["memory"] = goal_memory(relays, directory, profile, sizes, opts)
+                k = sizes.scale_targets
+                print(f"3./2. round of {k} targets, concurrency 16, then /metrics ...", flush=True)
+                res["round_16"] = goal_round(relays, directory, profile, k, 16, sizes, opts, sizes.gets)
+                print(f"3. round of {k} targets, concurrency 64 ...", flush=True)
+                res["round_64"] = goal_round(relays, directory, profile, k, 64, sizes, opts)
                 print("/metrics profile (in-process) ...", flush=True)
-                res["metrics_profile"] = profile_metrics(relays, profile, sizes.scale_targets)
+                res["metrics_profile"] = profile_metrics(relays, profile, k)
     except (BenchError, OSError, subprocess.SubprocessError) as exc:
         print(f"agent_bench: {exc}", file=sys.stderr)
         return 1
@@ -822,6 +1092,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = {
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
+        "options": opts.__dict__,
         "sizes": sizes.__dict__,
         "seconds": time.monotonic() - started,
         "host": {
@@ -829,8 +1100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": psutil.cpu_count(),
             "machine": platform.machine(),
             "kernel": platform.release(),
-            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
         },
+        "source": source(),
         "goals": goals,
         **res,
     }

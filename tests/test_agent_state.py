@@ -6,23 +6,18 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import CollectorRegistry
 
 from agent.export.metrics import MAX_LABEL, label
 from agent.lab.pki import LabPKI, make_ca, make_leaf
 from agent.lab.servers import LabServer, Mail, server_context
 from agent.run.config import parse_config
 from agent.run.state import AgentState
-from agent.run.web import _Families
 from tests.conftest import probe
 
 
 def exposition(state: AgentState) -> str:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(state.collect))
-    return generate_latest(registry).decode()
+    return state.exposition().decode()
 
 
 def test_label_values_are_bounded_and_printable() -> None:

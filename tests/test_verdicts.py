@@ -95,7 +95,9 @@ def test_resigning_proxy_is_intercepted_and_named(
     leaf = r.analysis.chain[0]
     assert leaf.subject_cn == "smtp.relaywatch.test" and not leaf.expected  # subject copied, key new
     assert {"chain_not_anchored", "interceptor_identified", "leaf_freshly_issued"} <= codes(r)
-    assert r.record.failure is None and r.record.starttls.capabilities_after_tls  # the whole dialogue, relayed
+    assert (
+        r.record.failure is None and r.record.starttls.capabilities_after_tls
+    )  # the whole dialogue, relayed
 
 
 def test_unknown_interceptor_reports_ca(pki: LabPKI, relay: LabServer, lab_profile: TrustProfile) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from agent import __version__
+from agent.export.exposition import render
 from agent.host.model import HostReport
 from agent.model import ProbeResult, StartTLSState, Verdict
 from agent.path.model import PathResult
@@ -42,6 +43,14 @@ class Series:
     durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     duration_sum: float = 0.0
     entry_id: int = 0  # the probe in the agent's history that produced `result`
+    rendered: dict[str, str] = field(default_factory=dict)  # exposition lines per family, see exposition.py
+
+    def render(self, path: PathResult | None, extra_label_names: Sequence[str] = ()) -> None:
+        """Called whenever the result or the path changes; scrapes then only join these lines."""
+        key = {(self.target, self.address): path} if path else {}
+        self.rendered = render(
+            [*families([self], extra_label_names), *path_families([self], key, extra_label_names)]
+        )
 
     def observe(self, result: ProbeResult) -> None:
         self.result = result
@@ -221,3 +230,8 @@ def host_families(report: HostReport | None) -> Iterator[Metric]:
         for c in report.store_interception_cas:
             cas.add_metric([label(c.product or "unknown"), label(c.subject_cn), c.spki_sha256], 1.0)
     yield from (procs, cas)
+
+
+def series_layout(extra_label_names: Sequence[str] = ()) -> list[Metric]:
+    """The per-series families in exposition order (empty families: for their names and headers)."""
+    return [*families([], extra_label_names), *path_families([], {}, extra_label_names)]

@@ -9,19 +9,25 @@ import os
 import socket
 import tempfile
 import threading
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
-from prometheus_client import push_to_gateway, write_to_textfile
-from prometheus_client.registry import CollectorRegistry
+from agent.export.exposition import CONTENT_TYPE
 
 log = logging.getLogger("relaywatch.outputs")
 
 
 class Outputs:
     def __init__(
-        self, registry: CollectorRegistry, push_url: str | None, textfile: str | None, job: str = "relaywatch"
+        self,
+        exposition: Callable[[], bytes],
+        push_url: str | None,
+        textfile: str | None,
+        job: str = "relaywatch",
     ) -> None:
-        self.registry, self.push_url, self.textfile, self.job = registry, push_url, textfile, job
+        self.exposition, self.push_url, self.textfile, self.job = exposition, push_url, textfile, job
         self.instance = socket.gethostname()
         self._dirty = threading.Event()
         self._stop = threading.Event()
@@ -57,31 +63,35 @@ class Outputs:
             self._stop.wait(1.0)
 
     def flush(self) -> None:
+        body = self.exposition()
         if self.textfile:
             try:
-                write_textfile(self.registry, self.textfile)
+                write_textfile(body, self.textfile)
             except OSError as exc:
                 log.error("cannot write textfile %s: %s", self.textfile, exc)
         if self.push_url:
             try:
-                push_to_gateway(
-                    self.push_url,
-                    job=self.job,
-                    registry=self.registry,
-                    grouping_key={"instance": self.instance},
-                    timeout=10,
-                )
+                push(self.push_url, self.job, self.instance, body)
             except OSError as exc:
                 log.error("push to %s failed: %s", self.push_url, exc)
 
 
-def write_textfile(registry: CollectorRegistry, path: str) -> None:
+def push(url: str, job: str, instance: str, body: bytes) -> None:
+    """PUT replaces every series of this grouping key, as prometheus_client's push_to_gateway does."""
+    target = f"{url.rstrip('/')}/metrics/job/{quote(job, safe='')}/instance/{quote(instance, safe='')}"
+    request = urllib.request.Request(target, data=body, method="PUT", headers={"Content-Type": CONTENT_TYPE})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if response.status // 100 != 2:
+            raise OSError(f"Pushgateway answered {response.status}")
+
+
+def write_textfile(body: bytes, path: str) -> None:
     """node_exporter reads the file at any moment: write beside it, then rename over it."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
     try:
-        write_to_textfile(tmp, registry)
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     finally:

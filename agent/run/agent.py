@@ -93,7 +93,7 @@ def serve(settings: Settings) -> int:
         web = Web(state, reload, address, web_config)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {listen}: {exc.strerror}") from exc
-    outputs = Outputs(web.registry, settings.push_gateway, settings.textfile)
+    outputs = Outputs(state.exposition, settings.push_gateway, settings.textfile)
     paths = PathRunner(state)
     host = HostWatch(state)
     listeners = [outputs.changed, paths] + ([events] if events else [])

@@ -6,12 +6,11 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client.core import Metric
-
-from agent.export.metrics import Series, families, host_families, info_families, path_families
+from agent.export.exposition import expose
+from agent.export.metrics import Series, host_families, info_families, series_layout
 from agent.host.model import HostReport
 from agent.model import ProbeResult, Verdict
 from agent.path.model import PathResult
@@ -54,6 +53,9 @@ class AgentState:
             for gone in set(self._series) - names:
                 del self._series[gone]
             self.paths = {k: v for k, v in self.paths.items() if k[0] in names}
+            for per in self._series.values():  # label names may have changed
+                for s in per.values():
+                    s.render(self.paths.get((s.target, s.address)), config.label_names)
 
     def record(self, tc: TargetConfig, results: Sequence[ProbeResult]) -> list[Change]:
         """Store one round of a target; returns the addresses whose verdict changed (or that are new)."""
@@ -73,6 +75,7 @@ class AgentState:
                     self._since[(tc.name, address)] = r.record.started_at.timestamp()
                 s.labels = dict(tc.labels)
                 s.observe(r)
+                s.render(self.paths.get((tc.name, address)), self.config.label_names)
                 new[address] = s
                 entry = Entry(next(self._ids), tc.name, r)
                 s.entry_id = entry.id
@@ -88,8 +91,10 @@ class AgentState:
 
     def set_path(self, target: str, address: str, result: PathResult) -> None:
         with self._lock:
-            if address in self._series.get(target, {}):  # not for an address gone meanwhile
+            s = self._series.get(target, {}).get(address)
+            if s is not None:  # not for an address gone meanwhile
                 self.paths[(target, address)] = result
+                s.render(result, self.config.label_names)
 
     def series(self) -> list[Series]:
         with self._lock:
@@ -111,11 +116,10 @@ class AgentState:
                         return Entry(entry_id, s.target, s.result)
         return None
 
-    def collect(self) -> Iterator[Metric]:
-        """The custom-collector hook for /metrics."""
+    def exposition(self) -> bytes:
+        """/metrics, the Pushgateway and the textfile: every series' cached lines, joined."""
         config = self.config
-        yield from info_families((t.profile.name, t.profile.version) for t in config.targets)
-        series = self.series()
-        yield from families(series, config.label_names)
-        yield from path_families(series, self.paths, config.label_names)
-        yield from host_families(self.host)
+        with self._lock:
+            rendered = [s.rendered for per in self._series.values() for s in per.values()]
+        info = info_families((t.profile.name, t.profile.version) for t in config.targets)
+        return expose(info, series_layout(config.label_names), rendered, host_families(self.host))

@@ -9,17 +9,14 @@ import html
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
-
 from agent.analysis.profile import ProfileError, load_profile
-from agent.export.metrics import Series, families
+from agent.export.exposition import CONTENT_TYPE, expose
+from agent.export.metrics import Series, series_layout
 from agent.export.report import VERDICT_TEXT
 from agent.pipeline import check
 from agent.run.config import TargetConfig
@@ -40,14 +37,6 @@ COLOURS = {
 }
 
 
-class _Families(Collector):
-    def __init__(self, produce: Callable[[], Iterator[Metric]]) -> None:
-        self.produce = produce
-
-    def collect(self) -> Iterator[Metric]:
-        return self.produce()
-
-
 class Web:
     def __init__(
         self,
@@ -58,8 +47,6 @@ class Web:
     ) -> None:
         self.state, self.reload = state, reload
         self.web_config = web_config or WebConfig()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Families(state.collect))
         web = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -117,7 +104,7 @@ class Web:
         query = parse_qs(url.query)
         path = url.path
         if path == "/metrics" and method == "GET":
-            return _send(h, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+            return _send(h, 200, self.state.exposition(), CONTENT_TYPE)
         if path == "/probe" and method == "GET":
             return self.probe(h, query)
         if path == "/-/healthy":
@@ -164,14 +151,13 @@ class Web:
             return _send(h, 400, f"{exc}\n".encode())
         tc = configured or TargetConfig(name, target, profile, 60.0, config.timeout, "any", None, ())
         results = check(target, profile, options_for(tc))
-        series = []
+        rendered = []
         for r in results:
             s = Series(name, r.record.address or "", dict(tc.labels), r)
             s.observe(r)
-            series.append(s)
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families(lambda: families(series, config.label_names)))
-        return _send(h, 200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            s.render(None, config.label_names)
+            rendered.append(s.rendered)
+        return _send(h, 200, expose([], series_layout(config.label_names), rendered, []), CONTENT_TYPE)
 
     # --- pages
     def status_page(self) -> str:

@@ -1,0 +1,59 @@
+"""The Prometheus text format (0.0.4), rendered per series when its result changes and only joined at
+scrape time: a scrape of 1,000 addresses is a string join, not 50,000 samples formatted again.
+
+The metric families themselves come from metrics.py, the one definition of every series."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from prometheus_client.core import Metric
+from prometheus_client.utils import floatToGoString
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def header(metric: Metric) -> str:
+    name = metric.name + "_total" if metric.type == "counter" else metric.name
+    doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    kind = {"stateset": "gauge", "info": "gauge", "unknown": "untyped"}.get(metric.type, metric.type)
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
+
+
+def samples(metric: Metric) -> str:
+    lines = []
+    for s in metric.samples:
+        if s.name.endswith("_created"):
+            continue
+        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
+        lines.append(
+            f"{s.name}{{{labels}}} {floatToGoString(s.value)}\n"
+            if labels
+            else f"{s.name} {floatToGoString(s.value)}\n"
+        )
+    return "".join(lines)
+
+
+def render(metrics: Iterable[Metric]) -> dict[str, str]:
+    """Family name -> its sample lines, for one series (cached by the caller until the series changes)."""
+    return {m.name: samples(m) for m in metrics}
+
+
+def expose(
+    before: Iterable[Metric],
+    layout: Sequence[Metric],
+    rendered: Sequence[Mapping[str, str]],
+    after: Iterable[Metric],
+) -> bytes:
+    """Whole families first (`before`), then the per-series families in `layout` order with each series'
+    cached lines, then `after`."""
+    out = [header(m) + samples(m) for m in before]
+    for m in layout:
+        out.append(header(m))
+        out.extend(r.get(m.name, "") for r in rendered)
+    out.extend(header(m) + samples(m) for m in after)
+    return "".join(out).encode()

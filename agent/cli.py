@@ -18,8 +18,8 @@ from agent.analysis.verdict import analyze
 from agent.export.report import VERDICT_TEXT, render, safe
 from agent.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, TLSSession, Verdict
 from agent.pipeline import check_all
-from agent.probe import ProbeOptions
 from agent.probe.limits import Limits
+from agent.probe.options import ProbeOptions
 from agent.run.config import ConfigError
 from agent.target import Target, TargetError, parse_target
 

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from agent.analysis.profile import TrustProfile
 from agent.analysis.verdict import analyze
 from agent.model import ProbeResult
-from agent.probe import ProbeOptions, probe_target
+from agent.probe.options import ProbeOptions
+from agent.probe.session import probe_target
 from agent.target import Target
 
 

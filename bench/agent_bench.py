@@ -725,7 +725,7 @@ def profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
     from agent.analysis.profile import load_profile
     from agent.export.metrics import Series, families
     from agent.pipeline import check
-    from agent.probe import ProbeOptions
+    from agent.probe.options import ProbeOptions
     from agent.target import parse_target
 
     results = check(parse_target(relays.targets(1)[0]), load_profile(str(profile)), ProbeOptions())
@@ -785,15 +785,17 @@ def profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     fragments = [_split_families(one(s).decode()) for s in series]
+    encoded = [{k: v.encode() for k, v in f[2].items()} for f in fragments]  # kept as bytes, per family
     render_ms = (time.perf_counter() - t0) * 1000 / n
     order, headers, _ = fragments[0]
+    head = {k: v.encode() for k, v in headers.items()}
 
     def assemble() -> bytes:
-        parts: list[str] = []
+        parts: list[bytes] = []
         for name in order:
-            parts.append(headers[name])
-            parts.extend(f[2][name] for f in fragments)
-        return "".join(parts).encode()
+            parts.append(head[name])
+            parts.extend(e[name] for e in encoded)
+        return b"".join(parts)
 
     assemble_ms = timed(assemble)
     per_family = {name: fragments[0][2][name].count("\n") for name in order}

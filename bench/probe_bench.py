@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is t
 from agent.analysis.profile import load_profile  # noqa: E402
 from agent.lab.pki import make_lab_pki  # noqa: E402
 from agent.pipeline import check  # noqa: E402
-from agent.probe import ProbeOptions  # noqa: E402
+from agent.probe.options import ProbeOptions  # noqa: E402
 from agent.target import parse_target  # noqa: E402
 
 HOST = "127.0.0.1"

@@ -16,8 +16,8 @@ from agent.lab.pki import LabPKI, make_lab_pki
 from agent.lab.servers import LabServer, Mail, server_context
 from agent.model import ProbeResult
 from agent.pipeline import check
-from agent.probe import ProbeOptions
 from agent.probe.limits import Limits
+from agent.probe.options import ProbeOptions
 from agent.target import parse_target
 
 ROOT = Path(__file__).resolve().parent.parent

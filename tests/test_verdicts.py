@@ -14,7 +14,7 @@ from agent.lab.proxies import Resigner, Stripper
 from agent.lab.servers import LabServer, Mail, server_context
 from agent.model import StartTLSState, Verdict
 from agent.pipeline import check
-from agent.probe import ProbeOptions
+from agent.probe.options import ProbeOptions
 from agent.target import parse_target
 from tests.conftest import probe
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 from agent.model import ProbeResult
 from agent.pipeline import check
-from agent.probe import ProbeOptions
 from agent.probe.limits import Limits
+from agent.probe.options import ProbeOptions
 from agent.run.config import TargetConfig
 from agent.run.state import AgentState, Change
 

@@ -1,0 +1,24 @@
+"""How a probe runs. Light on purpose: the agent's main process imports it without the TLS stack."""
+
+from __future__ import annotations
+
+import functools
+import socket
+from dataclasses import dataclass
+
+from agent.probe.limits import Limits
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOptions:
+    limits: Limits = Limits()
+    ehlo_name: str | None = None
+    address_family: str = "any"  # 4, 6, any
+    first_address: bool = False
+    inspect_local_peer: bool = False  # find the process on this host that holds the far end (psutil)
+
+
+@functools.cache
+def default_ehlo_name() -> str:
+    name = socket.getfqdn()
+    return name if name and all(c.isalnum() or c in "-." for c in name) else "localhost"

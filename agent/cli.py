@@ -10,18 +10,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.analysis.certs import dns_names, load_certificates
-from agent.analysis.profile import ProfileError, TrustProfile, load_profile
-from agent.analysis.verdict import analyze
+from agent.analysis.profile_ref import ProfileError
 from agent.export.report import VERDICT_TEXT, render, safe
 from agent.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, TLSSession, Verdict
-from agent.pipeline import check_all
 from agent.probe.limits import Limits
 from agent.probe.options import ProbeOptions
 from agent.run.config import ConfigError
 from agent.target import Target, TargetError, parse_target
+
+if TYPE_CHECKING:
+    from agent.analysis.profile import TrustProfile
+
+# Each command imports what it needs: `relaywatch run` keeps the TLS and X.509 stack out of its process.
 
 EXIT_OK, EXIT_FINDING, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
 
@@ -124,6 +127,9 @@ def _emit(results: list[ProbeResult], as_json: bool, transcript: bool = False) -
 
 
 def _check(args: argparse.Namespace) -> int:
+    from agent.analysis.profile import load_profile
+    from agent.pipeline import check_all
+
     if not 0 < args.timeout <= 300:
         raise UsageError("--timeout must be between 0 and 300 seconds")
     profile = load_profile(args.profile)
@@ -161,6 +167,9 @@ def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from agent.analysis.certs import dns_names, load_certificates
+    from agent.analysis.profile import load_profile
+
     profile = load_profile(args.profile)
     try:
         data = args.file.read_bytes()
@@ -179,6 +188,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def analyze_chain(chain: list, target: Target, profile: TrustProfile, at: dt.datetime) -> ProbeResult:  # type: ignore[type-arg]
     from cryptography.hazmat.primitives.serialization import Encoding
+
+    from agent.analysis.verdict import analyze
 
     tls = TLSSession("", "", None, None, tuple(c.public_bytes(Encoding.DER) for c in chain))
     record = ProbeRecord(target, None, at, {}, (), StartTLS(StartTLSState.NOT_APPLICABLE), tls, None)
@@ -218,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from agent.lab.demo import running_lab
+    from agent.pipeline import check_all
 
     with running_lab() as lab:
         pairs = [(parse_target(s.target), lab.profile) for s in lab.scenarios]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Sequence
 
-from agent.analysis.profile import TrustProfile
+from agent.analysis.profile import TrustProfile, load_profile
+from agent.analysis.profile_ref import ProfileRef
 from agent.analysis.verdict import analyze
 from agent.model import ProbeResult
 from agent.probe.options import ProbeOptions
@@ -26,3 +27,10 @@ def check_all(
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(workers, len(targets))) as pool:
         futures = [pool.submit(check, t, p, options) for t, p in targets]
         return [r for f in futures for r in f.result()]
+
+
+def check_ref(
+    target: Target, profile: ProfileRef, options: ProbeOptions = ProbeOptions()
+) -> list[ProbeResult]:
+    """The agent's probe function run in this process (tests; the agent itself uses its probe worker)."""
+    return check(target, load_profile(profile.source), options)

@@ -228,3 +228,30 @@ def test_web_config_client_certificates(lab: Lab, tmp_path: Path) -> None:
         good.load_cert_chain(str(tmp_path / "member.pem"), str(tmp_path / "member.key"))
         with urllib.request.urlopen(url, context=good, timeout=5) as r:
             assert r.status == 200
+
+
+def _probes(agent) -> float:  # type: ignore[no-untyped-def]
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(agent.metrics())
+        if f.name == "relaywatch_probes"
+        for s in f.samples
+    )
+
+
+def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Path) -> None:
+    """TLS, X.509 parsing and the analysis run in the probe worker: the agent's own process never maps
+    them, and a worker that dies (say, on hostile input) is replaced while the agent goes on."""
+    import psutil
+
+    with run_agent(lab_config(tmp_path, lab, interval="1s")) as agent:
+        wait_for(lambda: all_probed(agent, lab), 60)
+        maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
+        assert "_rust.abi3.so" not in maps and "scapy" not in maps  # cryptography's and pyOpenSSL's binary
+        [worker] = [c for c in psutil.Process(agent.proc.pid).children() if "agent.run.worker" in c.cmdline()]
+        assert "_rust.abi3.so" in Path(f"/proc/{worker.pid}/maps").read_text()
+        worker.kill()
+        before = _probes(agent)
+        wait_for(lambda: _probes(agent) > before + len(lab.scenarios), 30)
+        assert agent.proc.poll() is None
+        assert any("agent.run.worker" in c.cmdline() for c in psutil.Process(agent.proc.pid).children())

@@ -89,9 +89,9 @@ def test_status_page_in_chromium_shows_interceptor_and_escapes(lab: Lab, tmp_pat
             )
             page = chromium_dom(agent.url + "/", tmp_path)
             shield = next(s.target for s in lab.scenarios if s.name == "mail-shield")
-            row = next(r for r in page.split("<tr>") if shield in r)
+            row = next(r for r in page.split("</tr>") if shield in r)
             assert "intercepted" in row and "Avast" in row
-            evil_row = next(r for r in page.split("<tr>") if f"127.0.0.1:{evil.port}<" in r)
+            evil_row = next(r for r in page.split("</tr>") if f"127.0.0.1:{evil.port}<" in r)
             [evil_id] = re.findall(r"/details\?id=(\d+)", evil_row)
             detail = chromium_dom(f"{agent.url}/details?id={evil_id}", tmp_path)
     assert "<title>relaywatch:" in detail and "XSS</title>" not in detail  # the script never ran

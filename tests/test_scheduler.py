@@ -10,6 +10,7 @@ import pytest
 from agent.lab.hostile import hostile
 from agent.lab.pki import LabPKI
 from agent.lab.servers import LabServer, Mail, server_context
+from agent.pipeline import check_ref
 from agent.run import scheduler as sched
 from agent.run.config import parse_config
 from agent.run.scheduler import Scheduler
@@ -32,7 +33,7 @@ def test_verdict_change_gets_a_prompt_confirmation(
             f"interval: 60s\nprofile: {lab_dir}/lab-profile.yml\ntargets: [{name}]\n", "t", lab_dir
         )
         state = AgentState(cfg)
-        scheduler = Scheduler(state)
+        scheduler = Scheduler(state, check_ref)
         scheduler.start()
         try:
             wait_for(lambda: probes_of(state, name) == ["ok"], 10)
@@ -59,7 +60,7 @@ def test_hostile_target_does_not_delay_others(pki: LabPKI, lab_dir: Path) -> Non
             lab_dir,
         )
         state = AgentState(cfg)
-        scheduler = Scheduler(state)
+        scheduler = Scheduler(state, check_ref)
         scheduler.start()
         try:
             wait_for(lambda: len(probes_of(state, fast_name)) >= 4, 15)

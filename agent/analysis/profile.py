@@ -14,14 +14,11 @@ from cryptography import x509
 from cryptography.x509.verification import Store
 
 from agent.analysis.certs import spki_sha256
+from agent.analysis.profile_ref import ProfileError, ProfileRef
 
 TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
 # OpenSSL's names for the negotiated version -> the profile's spelling
 NEGOTIATED = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3", "SSLv3": "0.3"}
-
-
-class ProfileError(ValueError):
-    """A profile that cannot be used; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -36,6 +33,11 @@ class TrustProfile:
     require_starttls: bool
     store: Store
     known_spki: frozenset[str]  # anchors' and intermediates' keys, to mark presented certs as expected
+
+    def ref(self) -> ProfileRef:
+        return ProfileRef(
+            self.name, self.version, self.source, tuple(a.subject.rfc4514_string() for a in self.anchors)
+        )
 
     def tls_version_ok(self, negotiated: str) -> bool:
         version = NEGOTIATED.get(negotiated)
@@ -130,3 +132,8 @@ def _certs(doc: dict[str, Any], key: str, path: Path, required: bool) -> list[x5
         except ValueError as exc:
             raise ProfileError(f"{path}: {key} entry {entry!r}: not a PEM certificate ({exc})") from exc
     return certs
+
+
+def profile_ref(spec: str) -> ProfileRef:
+    """In-process loader for the agent's config (the agent itself asks its probe worker instead)."""
+    return load_profile(spec).ref()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.export.outputs import Outputs
+from agent.run.client import Worker
 from agent.run.config import Config, ConfigError, load_config
 from agent.run.events import EventLog
 from agent.run.evidence import HostWatch, PathRunner
@@ -20,6 +21,7 @@ from agent.run.web import Web
 from agent.run.webconfig import load_web_config
 
 log = logging.getLogger("relaywatch")
+WORKER_THREADS = 128  # an upper bound: the scheduler's `concurrency` decides how many probes run at once
 
 
 class _Logfmt(logging.Formatter):
@@ -66,8 +68,17 @@ def serve(settings: Settings) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Json() if settings.log_format == "json" else _Logfmt())
     logging.basicConfig(level=getattr(logging, settings.log_level.upper()), handlers=[handler], force=True)
+    # TLS, X.509 and the analysis live in the probe worker; this process schedules, keeps state, serves
+    worker = Worker(WORKER_THREADS)
+    try:
+        return _serve(settings, worker)
+    finally:
+        worker.stop()
+
+
+def _serve(settings: Settings, worker: Worker) -> int:
     config_file = settings.config_file
-    config = load_config(config_file)
+    config = load_config(config_file, worker.profile)
     listen = settings.listen or config.listen_address or ":10587"
     address = parse_listen(listen)
     web_config = load_web_config(settings.web_config_file or config.web_config_file)
@@ -80,7 +91,7 @@ def serve(settings: Settings) -> int:
     def reload() -> str | None:
         with lock:
             try:
-                new: Config = load_config(config_file)
+                new: Config = load_config(config_file, worker.profile)
             except ConfigError as exc:
                 log.error("reload refused, keeping the running config: %s", exc)
                 return str(exc)
@@ -90,14 +101,14 @@ def serve(settings: Settings) -> int:
             return None
 
     try:
-        web = Web(state, reload, address, web_config)
+        web = Web(state, reload, address, web_config, worker.probe, worker.profile)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {listen}: {exc.strerror}") from exc
     outputs = Outputs(state.exposition, settings.push_gateway, settings.textfile)
     paths = PathRunner(state)
-    host = HostWatch(state)
+    host = HostWatch(state, worker.host)
     listeners = [outputs.changed, paths] + ([events] if events else [])
-    scheduler = Scheduler(state, listeners)
+    scheduler = Scheduler(state, worker.probe, listeners)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from agent.analysis.profile import ProfileError, TrustProfile, load_profile
+from agent.analysis.profile_ref import ProfileError, ProfileRef
 from agent.target import Target, TargetError, parse_target
 
 DEFAULT_CONFIG = """\
@@ -37,7 +38,7 @@ class ConfigError(ValueError):
 class TargetConfig:
     name: str  # as configured: the `target` label
     target: Target
-    profile: TrustProfile
+    profile: ProfileRef
     interval: float
     timeout: float
     address_family: str
@@ -59,7 +60,7 @@ class Config:
     targets: tuple[TargetConfig, ...]
     concurrency: int
     probe_allow: tuple[str, ...]  # fnmatch patterns of targets /probe may run beyond the configured ones
-    default_profile: TrustProfile
+    default_profile: ProfileRef
     timeout: float
     label_names: tuple[str, ...] = field(default=())
     path: PathSettings = field(default_factory=lambda: PathSettings())
@@ -106,17 +107,27 @@ def duration(value: Any) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def load_config(path: str | None) -> Config:
+Profiles = Callable[[str], ProfileRef]
+
+
+def local_profiles(spec: str) -> ProfileRef:
+    """Load and check a profile in this process (the agent passes its probe worker's loader instead)."""
+    from agent.analysis.profile import profile_ref
+
+    return profile_ref(spec)
+
+
+def load_config(path: str | None, profiles: Profiles = local_profiles) -> Config:
     if path is None:
-        return parse_config(DEFAULT_CONFIG, "(embedded default)", Path.cwd())
+        return parse_config(DEFAULT_CONFIG, "(embedded default)", Path.cwd(), profiles)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
-    return parse_config(text, path, Path(path).resolve().parent)
+    return parse_config(text, path, Path(path).resolve().parent, profiles)
 
 
-def parse_config(text: str, source: str, base: Path) -> Config:
+def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_profiles) -> Config:
     try:
         doc = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     except yaml.YAMLError as exc:
@@ -141,20 +152,20 @@ def parse_config(text: str, source: str, base: Path) -> Config:
             raise fail(node, key, f"{key}: must be more than 0 and at most 24h")
         return value
 
-    def get_profile(node: _Lines, default: TrustProfile | None) -> TrustProfile:
+    def get_profile(node: _Lines, default: ProfileRef | None) -> ProfileRef:
         if "profile" not in node:
             assert default is not None
             return default
         spec = str(node["profile"])
         candidate = base / spec
         try:
-            return load_profile(str(candidate) if candidate.is_file() else spec)
+            return profiles(str(candidate) if candidate.is_file() else spec)
         except ProfileError as exc:
             raise fail(node, "profile", str(exc)) from None
 
     interval = get_duration(doc, "interval", 60.0)
     timeout = get_duration(doc, "timeout", 10.0)
-    profile = get_profile(doc, load_profile("microsoft365") if "profile" not in doc else None)
+    profile = get_profile(doc, profiles("microsoft365") if "profile" not in doc else None)
     concurrency = doc.get("concurrency", 16)
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 1024:
         raise fail(doc, "concurrency", "concurrency: must be a whole number from 1 to 1024")

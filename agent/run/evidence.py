@@ -7,9 +7,9 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from agent.host.inventory import inventory
+from agent.host.model import HostReport
 from agent.model import ProbeResult
 from agent.path.client import stop_all, trace_path
 from agent.run.config import TargetConfig
@@ -64,8 +64,8 @@ class PathRunner:
 
 
 class HostWatch:
-    def __init__(self, state: AgentState) -> None:
-        self.state = state
+    def __init__(self, state: AgentState, inventory: Callable[[], HostReport]) -> None:
+        self.state, self.inventory = state, inventory
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="host", daemon=True)
 
@@ -75,7 +75,7 @@ class HostWatch:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.state.host = inventory()
+                self.state.host = self.inventory()
             except Exception:
                 log.exception("host inventory failed")
             self._stop.wait(self.state.config.host_interval)

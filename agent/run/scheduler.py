@@ -12,13 +12,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from agent.analysis.profile_ref import ProfileRef
 from agent.model import ProbeResult
-from agent.pipeline import check
 from agent.probe.limits import Limits
 from agent.probe.options import ProbeOptions
 from agent.run.config import TargetConfig
 from agent.run.state import AgentState, Change
+from agent.target import Target
 
+# how a target gets probed: the probe worker in the agent (client.Worker.probe), in-process in tests
+Prober = Callable[[Target, ProfileRef, ProbeOptions], list[ProbeResult]]
 Listener = Callable[[TargetConfig, Sequence[ProbeResult], Sequence[Change]], None]
 
 log = logging.getLogger("relaywatch.scheduler")
@@ -36,8 +39,9 @@ def options_for(tc: TargetConfig, inspect: bool = False) -> ProbeOptions:
 
 
 class Scheduler:
-    def __init__(self, state: AgentState, listeners: Sequence[Listener] = ()) -> None:
+    def __init__(self, state: AgentState, probe: Prober, listeners: Sequence[Listener] = ()) -> None:
         self.state = state
+        self.probe = probe
         self.listeners = list(listeners)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -96,7 +100,7 @@ class Scheduler:
         try:
             confirming = tc.name in self._confirm
             self._confirm.discard(tc.name)
-            results = check(tc.target, tc.profile, options_for(tc, inspect=confirming))
+            results = self.probe(tc.target, tc.profile, options_for(tc, inspect=confirming))
             changes = self.state.record(tc, results)
             for r in results:
                 log.debug("probe target=%s address=%s verdict=%s", tc.name, r.record.address, r.verdict)

@@ -14,13 +14,12 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from agent.analysis.profile import ProfileError, load_profile
+from agent.analysis.profile_ref import ProfileError, ProfileRef
 from agent.export.exposition import CONTENT_TYPE, expose
 from agent.export.metrics import Series, series_layout
 from agent.export.report import VERDICT_TEXT
-from agent.pipeline import check
 from agent.run.config import TargetConfig
-from agent.run.scheduler import options_for
+from agent.run.scheduler import Prober, options_for
 from agent.run.state import AgentState, Entry
 from agent.run.webconfig import WebConfig
 from agent.target import TargetError, parse_target
@@ -44,9 +43,15 @@ class Web:
         reload: Callable[[], str | None],
         address: tuple[str, int],
         web_config: WebConfig | None = None,
+        probe: Prober | None = None,
+        profiles: Callable[[str], ProfileRef] | None = None,
     ) -> None:
+        from agent.run.config import local_profiles
+
         self.state, self.reload = state, reload
         self.web_config = web_config or WebConfig()
+        self.probe_fn = probe or _local_probe
+        self.profiles = profiles or local_profiles
         web = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -142,7 +147,7 @@ class Web:
         configured = next((t for t in config.targets if t.name == name), None)
         try:
             profile = (
-                load_profile(query["profile"][0])
+                self.profiles(query["profile"][0])
                 if "profile" in query
                 else (configured.profile if configured else config.default_profile)
             )
@@ -150,7 +155,7 @@ class Web:
         except (ProfileError, TargetError) as exc:
             return _send(h, 400, f"{exc}\n".encode())
         tc = configured or TargetConfig(name, target, profile, 60.0, config.timeout, "any", None, ())
-        results = check(target, profile, options_for(tc))
+        results = self.probe_fn(target, profile, options_for(tc))
         rendered = []
         for r in results:
             s = Series(name, r.record.address or "", dict(tc.labels), r)
@@ -247,7 +252,7 @@ class Web:
                 "<h2>Expected anchors ("
                 + _e(profile.name)
                 + ")</h2><ul>"
-                + "".join(f"<li>{_e(c.subject.rfc4514_string())}</li>" for c in profile.anchors)
+                + "".join(f"<li>{_e(subject)}</li>" for subject in profile.anchors)
                 + "</ul>"
             )
         parts.append(
@@ -277,6 +282,12 @@ class Web:
                 f"<h3>#{c.position} {_e(c.subject_cn)}</h3><table>{rows}</table><pre>{_e(c.pem)}</pre>"
             )
         return _page(f"relaywatch: {entry.target}", "".join(parts) + '<p><a href="/">Back</a></p>')
+
+
+def _local_probe(target, profile, options):  # type: ignore[no-untyped-def]
+    from agent.pipeline import check_ref
+
+    return check_ref(target, profile, options)
 
 
 def _e(value: object) -> str:

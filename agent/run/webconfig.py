@@ -4,6 +4,7 @@ basic auth with bcrypt hashes."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import ssl
@@ -11,7 +12,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bcrypt
 import yaml
 
 from agent.run.config import ConfigError
@@ -40,9 +40,11 @@ class WebConfig:
             user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             return False
+        import bcrypt  # only when basic auth is configured
+
         hashed = self.users.get(user)
         if hashed is None:
-            bcrypt.checkpw(b"timing", _DUMMY)  # same cost for unknown users
+            bcrypt.checkpw(b"timing", _dummy())  # same cost for unknown users
             return False
         digest = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
         with self._lock:
@@ -57,7 +59,11 @@ class WebConfig:
         return False
 
 
-_DUMMY = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=10))
+@functools.cache
+def _dummy() -> bytes:
+    import bcrypt
+
+    return bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=10))
 
 
 def load_web_config(path: str | None) -> WebConfig:

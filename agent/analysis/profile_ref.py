@@ -1,0 +1,20 @@
+"""What the agent's main process knows of a trust profile: its name, version, file and anchors' names.
+
+The certificates themselves are parsed and used only where the analysis runs (the probe worker), so the
+agent's main process never loads the X.509 and TLS stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRef:
+    name: str
+    version: str
+    source: str  # the YAML file, resolved
+    anchors: tuple[str, ...]  # RFC 4514 subjects, for people reading the status page

@@ -1,0 +1,117 @@
+"""The agent's side of the probe worker (worker.py): requests out, results back, and a new worker
+whenever the old one dies."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from agent.analysis.profile_ref import ProfileError, ProfileRef
+from agent.host.model import HostReport
+from agent.model import ProbeResult
+from agent.probe.options import ProbeOptions
+from agent.run.frames import read_frame, write_frame
+from agent.target import Target
+
+log = logging.getLogger("relaywatch.worker")
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Worker:
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.restarts = 0
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[concurrent.futures.Future[Any], subprocess.Popen[bytes]]] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._closed = False
+
+    def _ensure(self) -> subprocess.Popen[bytes]:
+        """Under self._lock."""
+        if self._proc is None or self._proc.poll() is not None:
+            if self._proc is not None:
+                self.restarts += 1
+                log.warning("probe worker exited (%s); starting a new one", self._proc.returncode)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.run.worker", str(self.concurrency)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            threading.Thread(target=self._read, args=(self._proc,), name="worker-reader", daemon=True).start()
+        return self._proc
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        try:
+            while (frame := read_frame(proc.stdout)) is not None:
+                rid, ok, value = frame
+                with self._lock:
+                    future = self._pending.pop(rid, (None, None))[0]
+                if future is not None:
+                    if ok:
+                        future.set_result(value)
+                    elif value[0] == "profile":
+                        future.set_exception(ProfileError(value[1]))
+                    else:
+                        future.set_exception(WorkerError(value[1]))
+        except (OSError, ValueError, EOFError) as exc:
+            log.error("probe worker stream failed: %s", exc)
+        proc.wait()
+        with self._lock:  # everything this worker held is lost: fail it now, not at the timeout
+            lost = [rid for rid, (_, owner) in self._pending.items() if owner is proc]
+            futures = [self._pending.pop(rid)[0] for rid in lost]
+        for f in futures:
+            f.set_exception(WorkerError("the probe worker died during the request"))
+
+    def call(self, kind: str, payload: Any, timeout: float) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise WorkerError("the agent is stopping")
+            proc = self._ensure()
+            rid = next(self._ids)
+            self._pending[rid] = (future, proc)
+            try:
+                assert proc.stdin is not None
+                write_frame(proc.stdin, (rid, kind, payload))
+            except OSError as exc:
+                self._pending.pop(rid, None)
+                raise WorkerError(f"cannot reach the probe worker: {exc}") from exc
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError as exc:
+            with self._lock:
+                self._pending.pop(rid, None)
+            raise WorkerError(f"no answer from the probe worker within {timeout:g}s") from exc
+
+    def probe(self, target: Target, profile: ProfileRef, options: ProbeOptions) -> list[ProbeResult]:
+        # every address in turn, each bounded by its own timeout; a margin for start-up and analysis
+        result: list[ProbeResult] = self.call(
+            "probe", (target, profile.source, options), options.limits.timeout * 8 + 10
+        )
+        return result
+
+    def profile(self, spec: str) -> ProfileRef:
+        ref: ProfileRef = self.call("profile", spec, 30)
+        return ref
+
+    def host(self) -> HostReport:
+        report: HostReport = self.call("host", None, 60)
+        return report
+
+    def stop(self) -> None:
+        with self._lock:
+            self._closed = True
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -1,0 +1,61 @@
+"""The probe worker: `python -m agent.run.worker CONCURRENCY`, started and fed by the agent (client.py).
+
+TLS, the parsing of attacker-controlled certificates and the chain analysis run here, in a process of
+their own: the agent's main process stays small (no X.509 or TLS stack loaded) and a crash on hostile
+input costs one worker restart, not the agent. Frames on stdin/stdout: 4-byte length, then a pickle."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import sys
+import threading
+from typing import Any
+
+from agent.analysis.profile import ProfileError, load_profile
+from agent.pipeline import check
+from agent.run.frames import read_frame, write_frame
+
+
+def handle(kind: str, payload: Any) -> Any:
+    if kind == "probe":
+        target, spec, options = payload
+        return check(target, load_profile(spec), options)
+    if kind == "profile":
+        return load_profile(payload).ref()
+    if kind == "host":
+        from agent.host.inventory import inventory
+
+        return inventory()
+    raise ValueError(f"unknown request {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    concurrency = int(args[0]) if args else 16
+    # the protocol owns stdout: anything printed by accident goes to stderr instead
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr
+    inp = sys.stdin.buffer
+    lock = threading.Lock()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
+
+    def run(rid: int, kind: str, payload: Any) -> None:
+        try:
+            reply = (rid, True, handle(kind, payload))
+        except ProfileError as exc:
+            reply = (rid, False, ("profile", str(exc)))
+        except Exception as exc:  # reported to the agent, which logs it; the worker goes on
+            reply = (rid, False, ("error", f"{type(exc).__name__}: {exc}"))
+        with lock:
+            write_frame(out, reply)
+
+    while (request := read_frame(inp)) is not None:
+        rid, kind, payload = request
+        pool.submit(run, rid, kind, payload)
+    pool.shutdown(wait=False, cancel_futures=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -77,7 +77,7 @@ ROUND_GOAL_S = 60.0
 @dataclass(frozen=True)
 class Sizes:
     memory_targets: int
-    checkpoints: tuple[int, int]  # probes at which the agent's memory is read
+    checkpoints: tuple[int, int, int]  # probes at which memory is read: the goal's two, then a plateau check
     memory_interval: str
     scale_targets: int
     gets: int
@@ -86,8 +86,8 @@ class Sizes:
     gets_budget_s: float
 
 
-FULL = Sizes(100, (1_000, 10_000), "0.5s", 1_000, 200, 900.0, 300.0, 300.0)
-QUICK = Sizes(50, (200, 1_000), "0.5s", 100, 20, 120.0, 60.0, 60.0)
+FULL = Sizes(100, (1_000, 10_000, 20_000), "0.5s", 1_000, 200, 900.0, 300.0, 300.0)
+QUICK = Sizes(50, (200, 1_000, 2_000), "0.5s", 100, 20, 120.0, 60.0, 60.0)
 
 
 class BenchError(RuntimeError):
@@ -497,7 +497,7 @@ def goal_memory(
         cpu, relay_cpu = agent.cpu_s() - cpu0, relays.cpu_s() - relay0
         workers = agent.children_cpu_s() - workers0
         verdicts, paths = dict(last.verdicts), last.paths
-    lo, hi = (at[str(c)] for c in sizes.checkpoints)
+    lo, hi, last_cp = (at[str(c)] for c in sizes.checkpoints)
     after = [t for t in trace if t["probes"] >= sizes.checkpoints[0]]
     slope = None
     if len(after) >= 3 and after[-1]["probes"] > after[0]["probes"]:
@@ -510,6 +510,7 @@ def goal_memory(
         "checkpoints": at,
         "growth_rss_mb": hi["rss_mb"] - lo["rss_mb"],
         "growth_uss_mb": hi["uss_mb"] - lo["uss_mb"],
+        "growth_rss_mb_after_second": last_cp["rss_mb"] - hi["rss_mb"],  # warm-up or leak?
         "rss_slope_kb_per_1000_probes": slope,
         "probes_per_s": last.probes / elapsed,
         "agent_cpu_ms_per_probe": cpu * 1000 / max(1.0, last.probes),
@@ -879,15 +880,18 @@ def _mark(ok: bool) -> str:
 
 def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:
     mem = res["memory"]
-    lo_n, hi_n = sizes.checkpoints
-    lo, hi = mem["checkpoints"][str(lo_n)], mem["checkpoints"][str(hi_n)]
+    lo_n, hi_n, end_n = sizes.checkpoints
+    lo, hi, end = (mem["checkpoints"][str(c)] for c in sizes.checkpoints)
     opts = mem["options"]
     print(
         f"\n1. Agent memory, {mem['targets']} targets, interval {mem['interval']}, concurrency 16 "
         f"(path traces {'on' if opts['path'] else 'off'}, MALLOC_ARENA_MAX {opts['arena_max'] or 'unset'}"
         f"{', under tracemalloc: RSS inflated' if opts['tracemalloc'] else ''})"
     )
-    print(f"{'':30}{f'~{lo_n:,} probes':>16}{f'~{hi_n:,} probes':>16}{'growth':>10}")
+    print(
+        f"{'':30}{f'~{lo_n:,} probes':>14}{f'~{hi_n:,} probes':>16}{'growth':>9}"
+        f"{f'~{end_n:,} probes':>16}{'growth':>9}"
+    )
     for key, label in (
         ("probes", "probes (from /metrics)"),
         ("rss_mb", "RSS MB"),
@@ -897,12 +901,15 @@ def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:
         ("RssFile", "file-backed RSS MB"),
         ("threads", "threads"),
     ):
-        a, b = lo.get(key, float("nan")), hi.get(key, float("nan"))
+        a, b, c = (x.get(key, float("nan")) for x in (lo, hi, end))
         fmt = ".0f" if key in ("probes", "threads") else ".1f"
-        print(f"{label:30}{a:>16{fmt}}{b:>16{fmt}}{b - a:>+10{fmt}}")
+        print(f"{label:30}{a:>14{fmt}}{b:>16{fmt}}{b - a:>+9{fmt}}{c:>16{fmt}}{c - b:>+9{fmt}}")
     if "tracemalloc" in lo:
-        a, b = lo["tracemalloc"]["traced_mb"], hi["tracemalloc"]["traced_mb"]
-        print(f"{'Python allocators (tracemalloc)':30}{a:>16.1f}{b:>16.1f}{b - a:>+10.1f}")
+        a, b, c = (x["tracemalloc"]["traced_mb"] for x in (lo, hi, end))
+        print(
+            f"{'Python allocations (tracemalloc)':30}{a:>14.1f}{b:>16.1f}{b - a:>+9.1f}"
+            f"{c:>16.1f}{c - b:>+9.1f}"
+        )
     slope = mem["rss_slope_kb_per_1000_probes"]
     print(
         f"RSS trend after {lo_n:,} probes: {'-' if slope is None else f'{slope:+.1f} KB per 1,000 probes'}; "

@@ -161,7 +161,10 @@ def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
             if r.record.address is None:
                 extra["path"] = {"status": "unavailable", "reason": "no address to trace"}
             else:
-                extra["path"] = trace_path(r.record.address, r.record.target.port).to_dict()
+                target = r.record.target
+                extra["path"] = trace_path(
+                    r.record.address, target.port, implicit_tls=not target.starttls
+                ).to_dict()
         out.append(dataclasses.replace(r, extra=extra))
     return out
 

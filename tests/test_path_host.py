@@ -100,6 +100,16 @@ def test_routing_only_terminates_at_destination(net: Net, lab_dir: Path) -> None
         assert p["server_distance"] == 2 and not p["packet_modified"]
 
 
+def test_implicit_tls_distance_comes_from_the_server_hello(net: Net, lab_dir: Path) -> None:
+    net.python(
+        net.relay, "-m", "agent.lab.serve", "relay", str(lab_dir), "[::]:465", "--implicit-tls", ready=":465"
+    )
+    r = check(net, lab_dir, f"smtps://{RELAY_V4}:465")
+    assert r["verdict"] == "ok" and r["path"]["status"] == "terminated_at_destination"
+    trace = r["path"]["trace"]
+    assert trace["greeting_ttl"] == 63 and r["path"]["server_distance"] == 2  # 64 - 1 router
+
+
 def test_interception_in_firewall_terminates_early(net: Net, lab_dir: Path) -> None:
     intercept_in_firewall(net, lab_dir)
     for attempt in range(2):  # sslsplit 0.5.5 now and then dies on a connection: one retry

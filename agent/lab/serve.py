@@ -33,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("upstream", nargs="?", help="host:port, for resigner")
     p.add_argument("--ca", default="interception_ca", help="which lab CA re-signs (resigner)")
     p.add_argument("--process-name", help="take this process name (e.g. AvastSvc)")
+    p.add_argument("--implicit-tls", action="store_true", help="relay: SMTPS (TLS from the first byte)")
     args = p.parse_args(argv)
     if args.process_name:
         set_process_name(args.process_name)
     if args.role == "relay":
-        handler = Mail(
-            "smtp", server_context(Issued.load(args.pki, "relay"), [Issued.load(args.pki, "issuing")])
-        )
+        ctx = server_context(Issued.load(args.pki, "relay"), [Issued.load(args.pki, "issuing")])
+        handler = Mail("smtp", ctx, implicit_tls=args.implicit_tls)
     else:
         if not args.upstream:
             p.error("resigner needs UPSTREAM")

@@ -23,7 +23,9 @@ def stop_all() -> None:
             proc.kill()
 
 
-def trace_path(address: str, port: int, max_hops: int = 16, timeout: float = 2.0) -> PathResult:
+def trace_path(
+    address: str, port: int, max_hops: int = 16, timeout: float = 2.0, implicit_tls: bool = False
+) -> PathResult:
     """`RELAYWATCH_PATH_WORKER` may name another command for the worker (a helper holding CAP_NET_RAW)."""
     prefix = shlex.split(os.environ.get("RELAYWATCH_PATH_WORKER", "")) or [
         sys.executable,
@@ -31,6 +33,8 @@ def trace_path(address: str, port: int, max_hops: int = 16, timeout: float = 2.0
         "agent.path.worker",
     ]
     argv = [*prefix, address, str(port), "--max-hops", str(max_hops), "--timeout", str(timeout)]
+    if implicit_tls:
+        argv.append("--tls")
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     except OSError as exc:

@@ -26,7 +26,7 @@ class PathTrace:
     tcp_hops: tuple[Hop, ...]
     echo_hops: tuple[Hop, ...]
     synack_ttl: int | None
-    greeting_ttl: int | None
+    greeting_ttl: int | None  # the server's first data packet: greeting, or ServerHello (implicit TLS)
     sent: dict[str, Any]  # the SYN as sent: mss, window, options
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import random
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -151,8 +152,11 @@ def echo_trace(address: str, max_hops: int, timeout: float) -> tuple[Hop, ...]:
     return tuple(hops)
 
 
-def server_ttls(address: str, port: int, timeout: float) -> tuple[int | None, int | None]:
-    """TTL of the SYN-ACK and of the first data packet (the greeting) of a real connection."""
+def server_ttls(
+    address: str, port: int, timeout: float, implicit_tls: bool = False
+) -> tuple[int | None, int | None]:
+    """TTL of the SYN-ACK and of the server's first data packet: the greeting, or under implicit TLS the
+    ServerHello (sent in answer to a ClientHello)."""
     bpf = f"tcp and src host {address} and src port {port}"
     sniffer = AsyncSniffer(filter=bpf, store=True)
     sniffer.start()
@@ -162,8 +166,13 @@ def server_ttls(address: str, port: int, timeout: float) -> tuple[int | None, in
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect((address, port))
-            with contextlib.suppress(TimeoutError, OSError):
-                s.recv(512)
+            with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
+                if implicit_tls:
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                    ctx.wrap_socket(s).close()
+                else:
+                    s.recv(512)
     except OSError:
         pass
     time.sleep(0.2)
@@ -179,14 +188,16 @@ def server_ttls(address: str, port: int, timeout: float) -> tuple[int | None, in
     return synack, greeting
 
 
-def measure(address: str, port: int, max_hops: int = 16, timeout: float = 2.0) -> PathTrace:
+def measure(
+    address: str, port: int, max_hops: int = 16, timeout: float = 2.0, implicit_tls: bool = False
+) -> PathTrace:
     _use_loopback_sockets(address)
     return PathTrace(
         address=address,
         port=port,
         tcp_hops=tcp_trace(address, port, max_hops, timeout),
         echo_hops=echo_trace(address, max_hops, timeout),
-        synack_ttl=(ttls := server_ttls(address, port, timeout))[0],
+        synack_ttl=(ttls := server_ttls(address, port, timeout, implicit_tls))[0],
         greeting_ttl=ttls[1],
         sent={"mss": SENT_MSS, "window": SENT_WINDOW, "wscale": SENT_WSCALE},
     )

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("port", type=int)
     p.add_argument("--max-hops", type=int, default=16)
     p.add_argument("--timeout", type=float, default=2.0)
+    p.add_argument(
+        "--tls", action="store_true", help="implicit TLS: read the ServerHello's TTL, not a greeting's"
+    )
     args = p.parse_args(argv)
     reason = raw_socket_reason(":" in args.address)
     if reason:
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from agent.path.trace import measure  # scapy: only now, only here
 
     try:
-        trace = measure(args.address, args.port, max(1, min(args.max_hops, 32)), args.timeout)
+        trace = measure(args.address, args.port, max(1, min(args.max_hops, 32)), args.timeout, args.tls)
     except (OSError, ValueError) as exc:
         json.dump({"unavailable": f"trace failed: {exc}"}, sys.stdout)
         return 0

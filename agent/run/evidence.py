@@ -44,12 +44,12 @@ class PathRunner:
                 if not due or key in self._pending:
                     continue
                 self._pending.add(key)
-            self._pool.submit(self._trace, key, tc.target.port)
+            self._pool.submit(self._trace, key, tc.target.port, not tc.target.starttls)
 
-    def _trace(self, key: tuple[str, str], port: int) -> None:
+    def _trace(self, key: tuple[str, str], port: int, implicit_tls: bool) -> None:
         settings = self.state.config.path
         try:
-            result = trace_path(key[1], port, settings.max_hops, settings.timeout)
+            result = trace_path(key[1], port, settings.max_hops, settings.timeout, implicit_tls)
             self.state.set_path(key[0], key[1], result)
             log.debug("path target=%s address=%s status=%s", key[0], key[1], result.status)
         except Exception:  # evidence gathering must never stop the agent

@@ -38,9 +38,9 @@ def samples(metric: Metric) -> str:
     return "".join(lines)
 
 
-def render(metrics: Iterable[Metric]) -> dict[str, str]:
-    """Family name -> its sample lines, for one series (cached by the caller until the series changes)."""
-    return {m.name: samples(m) for m in metrics}
+def render(metrics: Iterable[Metric]) -> dict[str, bytes]:
+    """Family name -> its sample lines, encoded, for one series (cached until the series changes)."""
+    return {m.name: samples(m).encode() for m in metrics}
 
 
 def expose(
@@ -51,9 +51,9 @@ def expose(
 ) -> bytes:
     """Whole families first (`before`), then the per-series families in `layout` order with each series'
     cached lines, then `after`."""
-    out = [header(m) + samples(m) for m in before]
+    out = [(header(m) + samples(m)).encode() for m in before]
     for m in layout:
-        out.append(header(m))
-        out.extend(r.get(m.name, "") for r in rendered)
-    out.extend(header(m) + samples(m) for m in after)
-    return "".join(out).encode()
+        out.append(header(m).encode())
+        out.extend(r.get(m.name, b"") for r in rendered)
+    out.extend((header(m) + samples(m)).encode() for m in after)
+    return b"".join(out)

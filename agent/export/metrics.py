@@ -43,7 +43,7 @@ class Series:
     durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     duration_sum: float = 0.0
     entry_id: int = 0  # the probe in the agent's history that produced `result`
-    rendered: dict[str, str] = field(default_factory=dict)  # exposition lines per family, see exposition.py
+    rendered: dict[str, bytes] = field(default_factory=dict)  # exposition lines per family, see exposition.py
 
     def render(self, path: PathResult | None, extra_label_names: Sequence[str] = ()) -> None:
         """Called whenever the result or the path changes; scrapes then only join these lines."""

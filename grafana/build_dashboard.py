@@ -57,6 +57,28 @@ def panel(kind: str, title: str, description: str, targets: list[dict], w: int, 
     }
 
 
+def hosts_with(title: str, description: str, condition: str) -> dict:
+    """A stat of how many hosts meet `condition` now: green at 0, red from 1."""
+    return panel(
+        "stat",
+        title,
+        description,
+        [target(f"count(count by (instance) ({condition})) or vector(0)", instant=True)],
+        6,
+        4,
+        fieldConfig={
+            "defaults": {
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
+                }
+            },
+            "overrides": [],
+        },
+        options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
+    )
+
+
 def verdict_mappings() -> list[dict]:
     return [
         {
@@ -69,52 +91,15 @@ def verdict_mappings() -> list[dict]:
 
 
 PANELS = [
-    panel(
-        "stat",
+    hosts_with(
         "Hosts intercepted now",
         "Agents whose path to any relay is re-signed right now.",
-        [
-            target(
-                "count(count by (instance) (relaywatch_interception_detected == 1)) or vector(0)",
-                instant=True,
-            )
-        ],
-        6,
-        4,
-        fieldConfig={
-            "defaults": {
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
-                }
-            },
-            "overrides": [],
-        },
-        options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
+        "relaywatch_interception_detected == 1",
     ),
-    panel(
-        "stat",
+    hosts_with(
         "Hosts with STARTTLS stripped",
         "Agents that see STARTTLS hidden or refused.",
-        [
-            target(
-                'count(count by (instance) (relaywatch_verdict{verdict="starttls_stripped"} == 1))'
-                " or vector(0)",
-                instant=True,
-            )
-        ],
-        6,
-        4,
-        fieldConfig={
-            "defaults": {
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
-                }
-            },
-            "overrides": [],
-        },
-        options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
+        'relaywatch_verdict{verdict="starttls_stripped"} == 1',
     ),
     panel(
         "bargauge",

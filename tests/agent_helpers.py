@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,13 +86,37 @@ def run_agent(config: Path, *args: str, ready: bool = True) -> Iterator[Agent]:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         yield agent
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop(proc)
+
+
+@contextlib.contextmanager
+def prometheus(tmp: Path, agent: Agent) -> Iterator[str]:
+    """A real Prometheus server scraping `agent` every second; yields its API base URL."""
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(
+        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: relaywatch\n"
+        f"    static_configs: [{{targets: ['{agent.url.removeprefix('http://')}']}}]\n"
+    )
+    argv = [
+        shutil.which("prometheus") or "/usr/bin/prometheus",
+        f"--config.file={cfg}",
+        f"--storage.tsdb.path={tmp / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with service(argv, f"http://127.0.0.1:{port}/-/ready"):
+        yield f"http://127.0.0.1:{port}/api/v1"
+
+
+def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """SIGTERM, then SIGKILL after a bounded wait."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 @contextlib.contextmanager
@@ -104,12 +128,7 @@ def service(argv: list[str], url: str, timeout: float = 30) -> Iterator[subproce
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)
 
 
 def lab_config(tmp: Path, lab, interval: str = "2s", extra: str = "") -> Path:  # type: ignore[no-untyped-def]

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.agent_helpers import stop
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_V4, FW_IN_V4, FW_OUT_V4, RELAY_V4 = "198.51.100.2", "198.51.100.1", "203.0.113.1", "203.0.113.2"
 CLIENT_V6, FW_IN_V6, FW_OUT_V6, RELAY_V6 = "2001:db8:1::2", "2001:db8:1::1", "2001:db8:2::1", "2001:db8:2::2"
@@ -125,12 +127,6 @@ def topology() -> Iterator[Net]:
         yield net
     finally:
         for proc in net.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop(proc)
         for ns in (net.client, net.fw, net.relay):
             sh("ip", "netns", "del", ns, check=False)

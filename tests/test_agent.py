@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import signal
 import ssl
 import subprocess
@@ -20,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.lab.demo import Lab, running_lab
 from agent.lab.pki import make_leaf
-from tests.agent_helpers import free_port, get, lab_config, run_agent, service, wait_for
+from tests.agent_helpers import get, lab_config, prometheus, run_agent, wait_for
 
 pytestmark = pytest.mark.peers
 
@@ -41,28 +40,15 @@ def all_probed(agent, lab: Lab) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_real_prometheus_sees_interception(lab: Lab, tmp_path: Path) -> None:
-    with run_agent(lab_config(tmp_path, lab)) as agent:
-        prom_port = free_port()
-        cfg = tmp_path / "prometheus.yml"
-        cfg.write_text(
-            "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: relaywatch\n"
-            f"    static_configs: [{{targets: ['{agent.url.removeprefix('http://')}']}}]\n"
-        )
-        argv = [
-            shutil.which("prometheus") or "/usr/bin/prometheus",
-            f"--config.file={cfg}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ]
-        with service(argv, f"http://127.0.0.1:{prom_port}/-/ready"):
-            api = f"http://127.0.0.1:{prom_port}/api/v1/query?query="
+    with run_agent(lab_config(tmp_path, lab)) as agent, prometheus(tmp_path, agent) as base:
+        api = f"{base}/query?query="
 
-            def values() -> dict[str, str] | None:
-                body = json.loads(get(api + urllib.parse.quote("relaywatch_interception_detected"))[1])
-                found = {r["metric"]["scenario"]: r["value"][1] for r in body["data"]["result"]}
-                return found if {"mail-shield", "relay"} <= set(found) else None
+        def values() -> dict[str, str] | None:
+            body = json.loads(get(api + urllib.parse.quote("relaywatch_interception_detected"))[1])
+            found = {r["metric"]["scenario"]: r["value"][1] for r in body["data"]["result"]}
+            return found if {"mail-shield", "relay"} <= set(found) else None
 
-            found = wait_for(values, 60)
+        found = wait_for(values, 60)
     assert found["mail-shield"] == "1" and found["relay"] == "0"  # type: ignore[index]
 
 

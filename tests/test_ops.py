@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.lab.demo import running_lab
-from tests.agent_helpers import free_port, get, run_agent, service, wait_for
+from tests.agent_helpers import get, prometheus, run_agent, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "relaywatch.json"
@@ -64,44 +64,30 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
             f"interval: 2s\ntimeout: 3s\nprofile: {lab.directory}/lab-profile.yml\npath: {{timeout: 1s}}\n"
             "targets:\n" + "".join(f"  - {s.target}\n" for s in lab.scenarios if s.name in wanted)
         )
-        with run_agent(cfg) as agent:
-            port = free_port()
-            prom_cfg = tmp_path / "prometheus.yml"
-            prom_cfg.write_text(
-                "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: relaywatch\n"
-                f"    static_configs: [{{targets: ['{agent.url.removeprefix('http://')}']}}]\n"
+        with run_agent(cfg) as agent, prometheus(tmp_path, agent) as api:
+
+            def query(expr: str) -> list:  # type: ignore[type-arg]
+                body = json.loads(get(f"{api}/query?query={urllib.parse.quote(expr)}")[1])
+                assert body["status"] == "success", (expr, body)
+                return body["data"]["result"]
+
+            wait_for(
+                lambda: query("relaywatch_path_status") and len(query("relaywatch_verdict == 1")) == 3, 90
             )
-            argv = [
-                shutil.which("prometheus") or "/usr/bin/prometheus",
-                f"--config.file={prom_cfg}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ]
-            with service(argv, f"http://127.0.0.1:{port}/-/ready"):
-                api = f"http://127.0.0.1:{port}/api/v1"
-
-                def query(expr: str) -> list:  # type: ignore[type-arg]
-                    body = json.loads(get(f"{api}/query?query={urllib.parse.quote(expr)}")[1])
-                    assert body["status"] == "success", (expr, body)
-                    return body["data"]["result"]
-
-                wait_for(
-                    lambda: query("relaywatch_path_status") and len(query("relaywatch_verdict == 1")) == 3, 90
+            for var in dash["templating"]["list"]:
+                if var["type"] != "query":
+                    continue
+                m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
+                assert m, var
+                match = m.group(1).replace("$instance", ".*")
+                values = json.loads(
+                    get(f"{api}/label/{m.group(2)}/values?match[]={urllib.parse.quote(match)}")[1]
                 )
-                for var in dash["templating"]["list"]:
-                    if var["type"] != "query":
-                        continue
-                    m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
-                    assert m, var
-                    match = m.group(1).replace("$instance", ".*")
-                    values = json.loads(
-                        get(f"{api}/label/{m.group(2)}/values?match[]={urllib.parse.quote(match)}")[1]
-                    )
-                    assert values["data"], var["name"]
-                for p in dash["panels"]:
-                    for t in p["targets"]:
-                        expr = t["expr"].replace("$instance", ".*").replace("$target", ".*")
-                        assert query(expr), (p["title"], expr)
+                assert values["data"], var["name"]
+            for p in dash["panels"]:
+                for t in p["targets"]:
+                    expr = t["expr"].replace("$instance", ".*").replace("$target", ".*")
+                    assert query(expr), (p["title"], expr)
 
 
 def test_alert_rules_check_and_unit_tests() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import enum
@@ -208,8 +209,17 @@ class ProbeResult:
             "timings": {k: round(v, 6) for k, v in r.timings.items()},
             "local_peer": dataclasses.asdict(r.local_peer) if r.local_peer else None,
         }
+        if r.tls is not None and len(a.chain) < len(r.tls.chain_der):
+            # certificates the analysis could not read: the raw evidence, never dropped
+            out["presented_pem"] = [_pem(der) for der in r.tls.chain_der]
         out.update(self.extra)
         return out
+
+
+def _pem(der: bytes) -> str:
+    body = base64.encodebytes(der).decode("ascii").replace("\n", "")
+    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 def _iso(t: dt.datetime) -> str:

@@ -227,3 +227,33 @@ def test_every_address_is_probed_apart(pki: LabPKI, lab_profile: TrustProfile, d
     assert by_address == {"127.0.0.1": Verdict.INTERCEPTED, "::1": Verdict.OK}
     assert [r.record.address for r in only_v6] == ["::1"]
     assert len(first) == 1
+
+
+def test_expired_intermediate_is_certificate_invalid_not_interception(
+    pki: LabPKI, lab_profile: TrustProfile
+) -> None:
+    import datetime as dt
+
+    from agent.lab.pki import _name
+
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    old_ca = make_ca(_name("relaywatch Lab TLS CA OCSP 05"), pki.root, days=300, not_before=past)
+    leaf = make_leaf(old_ca, ("localhost", "127.0.0.1"), not_before=past + dt.timedelta(days=1), days=800)
+    with LabServer(Mail("smtp", server_context(leaf, [old_ca]))) as s:
+        [r] = probe(f"smtp://127.0.0.1:{s.port}", lab_profile)
+    assert r.verdict is Verdict.CERTIFICATE_INVALID and "certificate_chain_expired" in codes(r)
+    assert r.analysis.interceptor is None
+
+
+def test_ehlo_refusal_is_not_stripping(lab_profile: TrustProfile) -> None:
+    """Exchange Online throttles with 421 at EHLO: a protocol error, never a STARTTLS finding."""
+
+    def throttled(sock: socket.socket, server: LabServer) -> None:
+        sock.sendall(b"220 relay.test ESMTP\r\n")
+        sock.recv(512)
+        sock.sendall(b"421 4.3.2 Service not available, closing transmission channel\r\n")
+
+    with LabServer(throttled) as s:
+        [r] = probe(f"smtp://127.0.0.1:{s.port}", lab_profile)
+    assert r.verdict is Verdict.PROTOCOL_ERROR and r.record.starttls.state is StartTLSState.UNKNOWN
+    assert "421 4.3.2" in r.record.failure.message  # type: ignore[union-attr]

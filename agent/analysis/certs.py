@@ -7,6 +7,7 @@ import functools
 import hashlib
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -28,8 +29,39 @@ def from_der(der: bytes) -> x509.Certificate:
 
 @functools.lru_cache(maxsize=_CACHE)
 def spki_sha256(cert: x509.Certificate) -> str:
-    der = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    """Hashed from the certificate's own bytes, so that a key type this library cannot load (an
+    attacker's choice) still has an identity instead of raising."""
+    try:
+        der = _spki_der(cert.tbs_certificate_bytes)
+    except ValueError:
+        der = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
+
+
+def _tlv(data: bytes, pos: int) -> tuple[int, int]:
+    """(start of value, end of element) of the DER element at `pos`."""
+    if pos + 2 > len(data):
+        raise ValueError("truncated DER")
+    first = data[pos + 1]
+    if first < 0x80:
+        return pos + 2, pos + 2 + first
+    n = first & 0x7F
+    if not 0 < n <= 4 or pos + 2 + n > len(data):
+        raise ValueError("bad DER length")
+    length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
+    return pos + 2 + n, pos + 2 + n + length
+
+
+def _spki_der(tbs: bytes) -> bytes:
+    """TBSCertificate: [0] version?, serial, signature, issuer, validity, subject, subjectPublicKeyInfo."""
+    pos, end = _tlv(tbs, 0)
+    if tbs[pos] == 0xA0:  # explicit version
+        pos = _tlv(tbs, pos)[1]
+    for _ in range(5):
+        pos = _tlv(tbs, pos)[1]
+    if pos >= end or tbs[pos] != 0x30:
+        raise ValueError("no SubjectPublicKeyInfo")
+    return tbs[pos : _tlv(tbs, pos)[1]]
 
 
 @functools.lru_cache(maxsize=_CACHE)
@@ -71,7 +103,10 @@ def sct_count(cert: x509.Certificate) -> int:
 
 
 def key_description(cert: x509.Certificate) -> str:
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return f"unsupported ({cert.public_key_algorithm_oid.dotted_string})"
     if isinstance(key, rsa.RSAPublicKey):
         return f"RSA-{key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -98,8 +133,8 @@ def _describe(cert: x509.Certificate) -> CertInfo:
         sig = cert.signature_algorithm_oid.dotted_string
     return CertInfo(
         position=position,
-        subject=_rfc4514(cert.subject),
-        issuer=_rfc4514(cert.issuer),
+        subject=rfc4514(cert.subject),
+        issuer=rfc4514(cert.issuer),
         subject_cn=common_name(cert.subject),
         issuer_cn=common_name(cert.issuer),
         serial=format(cert.serial_number, "X"),
@@ -118,7 +153,7 @@ def _describe(cert: x509.Certificate) -> CertInfo:
     )
 
 
-def _rfc4514(name: x509.Name) -> str:
+def rfc4514(name: x509.Name) -> str:
     try:
         return name.rfc4514_string()
     except ValueError:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509 import verification as v
 
-from agent.analysis.certs import dns_names, fingerprint
+from agent.analysis.certs import dns_names, fingerprint, rfc4514
 
 # What a local OpenSSL client would accept: any extensions, as long as CAs say they are CAs.
 _LENIENT_CA = v.ExtensionPolicy.permit_all().require_present(
@@ -143,7 +143,7 @@ def _validate(
     except v.VerificationError as exc:
         if not explain:
             return PathResult(PathStatus.UNTRUSTED, error=_short(str(exc)))
-        return _why_not(leaf, at, own_name, attempt, str(exc))
+        return _why_not(chain, at, own_name, attempt, str(exc))
     carried = dns_names(leaf)
     for pattern in allowed_names:
         if any(names_overlap(pattern, n) for n in carried):
@@ -151,21 +151,40 @@ def _validate(
     return result(PathStatus.NAME_MISMATCH, path, f"certificate is not for {host}")
 
 
-def _why_not(leaf, at, own_name, attempt, error: str) -> PathResult:  # type: ignore[no-untyped-def]
-    """The path failed now; if it holds at the moment nearest to now inside the leaf's validity, time is
-    the only problem."""
-    lo, hi = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+def _why_not(chain, at, own_name, attempt, error: str) -> PathResult:  # type: ignore[no-untyped-def]
+    """The path failed now. If it holds at the moment nearest to now at which every presented certificate
+    is valid, time is the only problem: an expired leaf, or an expired intermediate."""
+    leaf = chain[0]
+    lo = max(c.not_valid_before_utc for c in chain)
+    hi = min(c.not_valid_after_utc for c in chain)
     second = dt.timedelta(seconds=1)
-    nearest = min(max(at, lo + second), hi - second) if hi - lo > 2 * second else lo
+    if hi - lo <= 2 * second:
+        return PathResult(PathStatus.UNTRUSTED, error=_short(error))
+    nearest = min(max(at, lo + second), hi - second)
+    if nearest == at:  # every certificate is valid now: time is not the problem
+        return PathResult(PathStatus.UNTRUSTED, error=_short(error))
     try:
         path = tuple(attempt(nearest, own_name))
     except v.VerificationError:
         return PathResult(PathStatus.UNTRUSTED, error=_short(error))
-    if at > hi:
-        return PathResult(PathStatus.EXPIRED, path, f"leaf expired {hi:%Y-%m-%d %H:%M} UTC")
-    if at < lo:
-        return PathResult(PathStatus.NOT_YET_VALID, path, f"leaf not valid before {lo:%Y-%m-%d %H:%M} UTC")
-    return PathResult(PathStatus.CHAIN_EXPIRED, path, _short(error))
+    if at > leaf.not_valid_after_utc:
+        return PathResult(
+            PathStatus.EXPIRED, path, f"leaf expired {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    if at < leaf.not_valid_before_utc:
+        return PathResult(
+            PathStatus.NOT_YET_VALID,
+            path,
+            f"leaf not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+        )
+    stale = next(
+        (c for c in chain[1:] if not c.not_valid_before_utc <= at <= c.not_valid_after_utc), chain[-1]
+    )
+    return PathResult(
+        PathStatus.CHAIN_EXPIRED,
+        path,
+        f"{rfc4514(stale.subject)} is not valid now (until {stale.not_valid_after_utc:%Y-%m-%d} UTC)",
+    )
 
 
 def names_overlap(a: str, b: str) -> bool:
@@ -189,11 +208,9 @@ def _subject(host: str) -> v.DNSName | v.IPAddress:
 def _leaf_subject(leaf: x509.Certificate, host: str) -> v.DNSName | v.IPAddress:
     """A name the leaf itself carries, so that the first question is about the path, not the name."""
     for name in dns_names(leaf):
-        if name.startswith("*."):
-            return v.DNSName("relaywatch-probe" + name[1:])
         try:
-            return _subject(name)
-        except ValueError:
+            return v.DNSName("relaywatch-probe" + name[1:]) if name.startswith("*.") else _subject(name)
+        except ValueError:  # a name no verifier accepts (an attacker's choice): try the next
             continue
     return _subject(host)
 

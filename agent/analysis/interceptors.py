@@ -11,7 +11,7 @@ from importlib import resources
 import yaml
 from cryptography import x509
 
-from agent.analysis.certs import spki_sha256
+from agent.analysis.certs import rfc4514, spki_sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +57,20 @@ def identify(chain: Sequence[x509.Certificate]) -> Match:
     if not chain:
         return Match(None, None, "", "no certificate")
     leaf, upper = chain[0], list(chain[1:])
-    candidates: list[tuple[str, x509.Certificate | None]] = [(_name(leaf.issuer), _issuer_cert(leaf, upper))]
+    candidates: list[tuple[str, x509.Certificate | None]] = [
+        (rfc4514(leaf.issuer), _issuer_cert(leaf, upper))
+    ]
     for cert in upper:
-        candidates += [(_name(cert.subject), cert), (_name(cert.issuer), _issuer_cert(cert, upper))]
+        candidates += [(rfc4514(cert.subject), cert), (rfc4514(cert.issuer), _issuer_cert(cert, upper))]
     for product in products():
         for text, cert in candidates:
             for pattern in product.patterns:
                 if pattern.search(text):
                     return Match(
-                        product, cert, text if cert is None else _name(cert.subject), pattern.pattern
+                        product, cert, text if cert is None else rfc4514(cert.subject), pattern.pattern
                     )
     ca = _issuer_cert(leaf, upper) or (leaf if leaf.issuer == leaf.subject else None)
-    subject = _name(ca.subject) if ca is not None else _name(leaf.issuer)
+    subject = rfc4514(ca.subject) if ca is not None else rfc4514(leaf.issuer)
     return Match(None, ca, subject, "issuer of the leaf (no product pattern matched)")
 
 
@@ -89,10 +91,3 @@ def _issuer_cert(cert: x509.Certificate, pool: Sequence[x509.Certificate]) -> x5
         if candidate.subject == cert.issuer and candidate is not cert:
             return candidate
     return None
-
-
-def _name(name: x509.Name) -> str:
-    try:
-        return name.rfc4514_string()
-    except ValueError:
-        return repr(name)

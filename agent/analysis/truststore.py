@@ -86,7 +86,17 @@ def _read(paths: list[Path]) -> list[x509.Certificate]:
                     cert = x509.load_pem_x509_certificate(pem)
             except ValueError:
                 continue
-            if pem not in seen:
-                seen.add(pem)
-                certs.append(cert)
+            if pem in seen or not _usable(cert):
+                continue
+            seen.add(pem)
+            certs.append(cert)
     return certs
+
+
+def _usable(cert: x509.Certificate) -> bool:
+    """A root whose key this library cannot load would break every verification against the store."""
+    try:
+        cert.public_key()
+    except Exception:
+        return False
+    return True

@@ -22,15 +22,28 @@ from agent.model import Analysis, Finding, Interceptor, ProbeRecord, Severity, S
 
 CRIT, WARN, INFO = Severity.CRITICAL, Severity.WARNING, Severity.INFO
 
-# What a failure in each phase means: the relay cannot be reached, or it (or something in the path)
-# does not speak the protocol.
-_FAILURE_VERDICT = {"unreachable": Verdict.UNREACHABLE}
-
 
 def analyze(
     record: ProbeRecord, profile: TrustProfile, at: dt.datetime | None = None, host: HostStore | None = None
 ) -> Analysis:
+    """Total: evidence that breaks the analysis (a certificate no library can read) still gets a verdict."""
     at = at or record.started_at
+    try:
+        return _analyze(record, profile, at, host)
+    except Exception as exc:
+        finding = Finding(
+            "analysis_failed",
+            CRIT,
+            f"the evidence could not be analysed ({type(exc).__name__}: "
+            f"{exc}); it is kept in the transcript and chain",
+            Verdict.PROTOCOL_ERROR,
+        )
+        return Analysis(
+            profile.name, profile.version, at, Verdict.PROTOCOL_ERROR, (finding,), (), (), None, None
+        )
+
+
+def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: HostStore | None) -> Analysis:
     findings: list[Finding] = []
     findings += _failure(record)
     findings += _starttls(record, profile)
@@ -157,7 +170,7 @@ def _failure(record: ProbeRecord) -> list[Finding]:
             f"{f.phase}_{'timeout' if f.kind == 'timeout' else 'failed'}",
             CRIT,
             f"{f.phase}: {f.message} ({hint})",
-            _FAILURE_VERDICT.get(f.kind, Verdict.PROTOCOL_ERROR),
+            Verdict.PROTOCOL_ERROR,
         )
     ]
 

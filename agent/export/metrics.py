@@ -102,7 +102,8 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
     for s in series:
         r, a = s.result.record, s.result.analysis
         base = [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in extra_label_names)]
-        success.add_metric(base, 1.0 if r.tls is not None else 0.0)
+        completed = r.tls is not None and (r.failure is None or r.failure.phase == "post_tls")
+        success.add_metric(base, 1.0 if completed else 0.0)
         for v in Verdict:
             verdict.add_metric([*base, str(v)], 1.0 if a.verdict is v else 0.0)
         intercepted.add_metric(base, 1.0 if a.verdict is Verdict.INTERCEPTED else 0.0)

@@ -28,6 +28,7 @@ class ProbeError(Exception):
     def __init__(self, phase: str, kind: str, message: str) -> None:
         super().__init__(message)
         self.phase, self.kind, self.message = phase, kind, message
+        self.session: object | None = None  # a TLSSession captured before a handshake failed
 
 
 class Clock:

@@ -140,7 +140,13 @@ def probe_address(
     except ProbeError as exc:
         clock.finish()
         failure = ProbeFailure(exc.phase, exc.kind, exc.message)
+        if isinstance(exc.session, TLSSession) and exc.session.chain_der:
+            session = exc.session
         transcript.append(TranscriptLine("!", f"{exc.phase}: {exc.message}", clock.elapsed()))
+    except Exception as exc:  # a library choking on hostile input: still a verdict, with what was captured
+        clock.finish()
+        failure = ProbeFailure(clock.phase, "protocol", f"unexpected {type(exc).__name__}: {exc}")
+        transcript.append(TranscriptLine("!", f"{clock.phase}: {failure.message}", clock.elapsed()))
     finally:
         if sock is not None:
             sock.close()

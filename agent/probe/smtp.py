@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from agent.probe.connect import LineChannel
 from agent.probe.limits import ProbeError
+
+_CODE = re.compile(r"[0-9]{3}")  # ASCII digits only: "²²⁰".isdigit() is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +26,7 @@ def read_reply(chan: LineChannel) -> Reply:
     code: int | None = None
     while True:
         line = chan.read_line()
-        if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in "- "):
+        if not _CODE.match(line) or (len(line) > 3 and line[3] not in "- "):
             raise ProbeError(chan.clock.phase, "protocol", f"not an SMTP reply: {line[:80]!r}")
         this = int(line[:3])
         if code is not None and this != code:
@@ -54,8 +57,10 @@ class SMTP:
     def capabilities(self, chan: LineChannel) -> tuple[str, ...]:
         chan.send_line(f"EHLO {self.ehlo_name}")
         reply = read_reply(chan)
-        if reply.code != 250:
+        if reply.code in (500, 502):
             return ()  # no ESMTP: no extension, so no STARTTLS either
+        if reply.code != 250:  # throttled (421), EHLO name refused (501, 550): not a sign of stripping
+            raise ProbeError(chan.clock.phase, "protocol", f"EHLO refused: {reply.code} {reply.text[:200]}")
         return tuple(line.strip() for line in reply.lines[1:])
 
     def starttls(self, chan: LineChannel) -> tuple[bool, str]:

@@ -6,8 +6,9 @@ analysis, so a failed validation never loses the evidence.
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL
+import dataclasses
+
+from OpenSSL import SSL, crypto
 
 from agent.model import TLSSession
 from agent.probe.connect import SocketStream
@@ -88,7 +89,10 @@ def handshake(raw: SocketStream, server_name: str | None) -> tuple[TLSSession, T
                 raise ProbeError(clock.phase, "tls", "TLS handshake larger than the size cap") from None
             conn.bio_write(data)
         except SSL.Error as exc:
-            raise ProbeError(clock.phase, "tls", f"TLS handshake failed: {_ssl_reason(exc)}") from exc
+            error = ProbeError(clock.phase, "tls", f"TLS handshake failed: {_ssl_reason(exc)}")
+            # a chain seen before the failure is evidence too; nothing else about the session is known
+            error.session = dataclasses.replace(_session(conn, clock), version="", cipher="", group=None)
+            raise error from exc
     stream._flush()
     return _session(conn, clock), stream
 
@@ -97,8 +101,10 @@ def _session(conn: SSL.Connection, clock: Clock) -> TLSSession:
     limits = clock.limits
     chain: list[bytes] = []
     dropped = 0
-    for cert in conn.get_peer_cert_chain(as_cryptography=True) or []:
-        der = cert.public_bytes(Encoding.DER)
+    # DER straight from OpenSSL: re-parsing here would throw away a certificate that OpenSSL accepted but
+    # cryptography rejects (say, an invalid version), which is exactly the evidence worth keeping
+    for cert in conn.get_peer_cert_chain() or []:
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
         if len(chain) >= limits.max_chain or len(der) > limits.max_cert_size:
             dropped += 1
             continue

@@ -145,6 +145,7 @@ class Interceptor:
     ca_subject: str
     ca_spki_sha256: str
     matched: str  # which pattern or signal named it
+    ca_subject_cn: str = ""  # the CA's common name, for metric labels
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from importlib import resources
 import yaml
 from cryptography import x509
 
-from agent.analysis.certs import rfc4514, spki_sha256
+from agent.analysis.certs import common_name, rfc4514, spki_sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,7 @@ class Match:
     ca: x509.Certificate | None  # the certificate that names it (None if the CA was not presented)
     ca_subject: str
     matched: str
+    ca_cn: str = ""
 
 
 @functools.cache
@@ -57,21 +58,20 @@ def identify(chain: Sequence[x509.Certificate]) -> Match:
     if not chain:
         return Match(None, None, "", "no certificate")
     leaf, upper = chain[0], list(chain[1:])
-    candidates: list[tuple[str, x509.Certificate | None]] = [
-        (rfc4514(leaf.issuer), _issuer_cert(leaf, upper))
-    ]
+    # (a CA's name, its certificate if presented)
+    candidates: list[tuple[x509.Name, x509.Certificate | None]] = [(leaf.issuer, _issuer_cert(leaf, upper))]
     for cert in upper:
-        candidates += [(rfc4514(cert.subject), cert), (rfc4514(cert.issuer), _issuer_cert(cert, upper))]
+        candidates += [(cert.subject, cert), (cert.issuer, _issuer_cert(cert, upper))]
     for product in products():
-        for text, cert in candidates:
+        for name, cert in candidates:
             for pattern in product.patterns:
-                if pattern.search(text):
-                    return Match(
-                        product, cert, text if cert is None else rfc4514(cert.subject), pattern.pattern
-                    )
+                if pattern.search(rfc4514(name)):
+                    return Match(product, cert, rfc4514(name), pattern.pattern, common_name(name))
     ca = _issuer_cert(leaf, upper) or (leaf if leaf.issuer == leaf.subject else None)
-    subject = rfc4514(ca.subject) if ca is not None else rfc4514(leaf.issuer)
-    return Match(None, ca, subject, "issuer of the leaf (no product pattern matched)")
+    name = ca.subject if ca is not None else leaf.issuer
+    return Match(
+        None, ca, rfc4514(name), "issuer of the leaf (no product pattern matched)", common_name(name)
+    )
 
 
 def identify_stripper(capabilities: Sequence[str], reply: str | None) -> Product | None:

@@ -13,7 +13,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.verification import Store
 
-from agent.analysis.certs import spki_sha256
+from agent.analysis.certs import fingerprint
 from agent.analysis.profile_ref import ProfileError, ProfileRef
 
 TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
@@ -32,7 +32,7 @@ class TrustProfile:
     min_tls_version: str
     require_starttls: bool
     store: Store
-    known_spki: frozenset[str]  # anchors' and intermediates' keys, to mark presented certs as expected
+    known: frozenset[str]  # anchors' and intermediates' fingerprints: presented copies count as expected
 
     def ref(self) -> ProfileRef:
         return ProfileRef(
@@ -105,7 +105,7 @@ def _parse(path: Path) -> TrustProfile:
         min_tls_version=min_tls,
         require_starttls=require,
         store=Store(anchors),
-        known_spki=frozenset(spki_sha256(c) for c in [*anchors, *intermediates]),
+        known=frozenset(fingerprint(c) for c in [*anchors, *intermediates]),
     )
 
 

@@ -88,7 +88,7 @@ def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: 
     findings += more
     infos = tuple(
         certinfo.describe(
-            c, i, certinfo.fingerprint(c) in expected or certinfo.spki_sha256(c) in profile.known_spki
+            c, i, certinfo.fingerprint(c) in expected or certinfo.fingerprint(c) in profile.known
         )
         for i, c in enumerate(chain)
     )
@@ -318,6 +318,7 @@ def _interceptor(
             m.ca_subject,
             ca_spki(m),
             m.matched,
+            m.ca_cn,
         )
         found.append(
             Finding(
@@ -329,7 +330,7 @@ def _interceptor(
         )
     else:
         interceptor = Interceptor(
-            "unknown", "unknown", "unknown", bool(trusted), m.ca_subject, ca_spki(m), m.matched
+            "unknown", "unknown", "unknown", bool(trusted), m.ca_subject, ca_spki(m), m.matched, m.ca_cn
         )
         found.append(
             Finding(

@@ -109,7 +109,7 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
         intercepted.add_metric(base, 1.0 if a.verdict is Verdict.INTERCEPTED else 0.0)
         i = a.interceptor
         if i is not None and a.verdict is Verdict.INTERCEPTED:
-            cn = i.ca_subject.split(",", 1)[0].removeprefix("CN=")
+            cn = i.ca_subject_cn
             interceptor.add_metric(
                 [*base, label(i.product), label(i.vendor), label(i.kind), label(cn), label(i.ca_spki_sha256)],
                 1.0,

@@ -67,12 +67,12 @@ class Outputs:
         if self.textfile:
             try:
                 write_textfile(body, self.textfile)
-            except OSError as exc:
+            except Exception as exc:  # the outputs thread must outlive any one failure
                 log.error("cannot write textfile %s: %s", self.textfile, exc)
         if self.push_url:
             try:
                 push(self.push_url, self.job, self.instance, body)
-            except OSError as exc:
+            except Exception as exc:  # e.g. http.client.BadStatusLine from a broken gateway
                 log.error("push to %s failed: %s", self.push_url, exc)
 
 

@@ -41,12 +41,17 @@ VERDICT_TEXT: dict[Verdict, tuple[str, str]] = {
     Verdict.OK: ("the path presents the relay's real chain over a proper TLS session", "nothing"),
 }
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# every control character (newlines too: a certificate must not forge a report line) and the
+# bidirectional overrides that reorder what a terminal shows
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def safe(text: object, limit: int = 200) -> str:
     """Escape control characters (no terminal escape sequences from a server) and bound the length."""
-    s = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    s = _CONTROL.sub(
+        lambda m: f"\\u{ord(m.group()):04x}" if ord(m.group()) > 0xFF else f"\\x{ord(m.group()):02x}",
+        str(text),
+    )
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 

@@ -65,6 +65,9 @@ def _os_reason(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
+MAX_TRANSCRIPT_LINES = 1000
+
+
 class LineChannel:
     """Line-oriented protocol I/O over a Stream, with a transcript and the size caps."""
 
@@ -74,12 +77,17 @@ class LineChannel:
         self.read_total = 0
 
     def note(self, text: str) -> None:
-        self.transcript.append(TranscriptLine("!", text, self.clock.elapsed()))
+        self._keep("!", text)
+
+    def _keep(self, direction: str, text: str) -> None:
+        """The transcript is evidence, but bounded: each line cut at 1 KiB, at most 1,000 lines per probe."""
+        if len(self.transcript) < MAX_TRANSCRIPT_LINES:
+            self.transcript.append(TranscriptLine(direction, text[:1024], self.clock.elapsed()))
+        elif len(self.transcript) == MAX_TRANSCRIPT_LINES:
+            self.transcript.append(TranscriptLine("!", "transcript truncated", self.clock.elapsed()))
 
     def send_line(self, line: str, shown: str | None = None) -> None:
-        self.transcript.append(
-            TranscriptLine("C", shown if shown is not None else line, self.clock.elapsed())
-        )
+        self._keep("C", shown if shown is not None else line)
         self.stream.send(line.encode("ascii") + b"\r\n")
 
     def read_line(self) -> str:
@@ -91,18 +99,14 @@ class LineChannel:
                 if len(raw) > limits.max_line:
                     self._too_long()
                 text = raw.rstrip(b"\r").decode("utf-8", "replace")
-                self.transcript.append(TranscriptLine("S", text, self.clock.elapsed()))
+                self._keep("S", text)
                 return text
             if len(self.buffer) > limits.max_line:
                 self._too_long()
             chunk = self.stream.recv()
             if not chunk:
                 if self.buffer:
-                    self.transcript.append(
-                        TranscriptLine(
-                            "S", self.buffer.decode("utf-8", "replace")[:200], self.clock.elapsed()
-                        )
-                    )
+                    self._keep("S", self.buffer.decode("utf-8", "replace")[:200])
                 raise ProbeError(self.clock.phase, "protocol", "server closed the connection")
             self.read_total += len(chunk)
             if self.read_total > limits.max_dialogue_bytes:
@@ -113,7 +117,7 @@ class LineChannel:
 
     def _too_long(self) -> None:
         preview = self.buffer[:120].decode("utf-8", "replace")
-        self.transcript.append(TranscriptLine("S", preview + "...", self.clock.elapsed()))
+        self._keep("S", preview + "...")
         raise ProbeError(
             self.clock.phase, "protocol", f"server sent a line longer than {self.clock.limits.max_line} bytes"
         )

@@ -8,9 +8,11 @@ import socket
 
 from agent.probe.limits import ProbeError
 
+MAX_ADDRESSES = 16
 FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6, "any": socket.AF_UNSPEC}
-# getaddrinfo has no timeout of its own; a few threads let a hung resolver time out the probe instead.
-_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+# getaddrinfo has no timeout of its own; threads let a hung resolver time out the probe instead (as many
+# as probes may run at once, so a slow lookup never queues behind others)
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="resolve")
 
 
 def resolve(host: str, port: int, family: str = "any", timeout: float = 5.0) -> list[str]:
@@ -29,7 +31,8 @@ def resolve(host: str, port: int, family: str = "any", timeout: float = 5.0) -> 
         raise ProbeError("resolve", "unreachable", f"resolving {host} took longer than {timeout:g}s") from exc
     except socket.gaierror as exc:
         raise ProbeError("resolve", "unreachable", f"cannot resolve {host}: {exc.strerror}") from exc
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    # capped: each address is a probe and a set of series, and a hostile zone could list thousands
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))[:MAX_ADDRESSES]
     if not addresses:
         raise ProbeError("resolve", "unreachable", f"{host} has no IPv{family} address")
     return addresses

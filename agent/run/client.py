@@ -34,6 +34,7 @@ class Worker:
         self._pending: dict[int, tuple[concurrent.futures.Future[Any], subprocess.Popen[bytes]]] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._closed = False
+        self._timeouts = 0  # consecutive unanswered requests
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         """Under self._lock."""
@@ -63,8 +64,9 @@ class Worker:
                         future.set_exception(ProfileError(value[1]))
                     else:
                         future.set_exception(WorkerError(value[1]))
-        except (OSError, ValueError, EOFError) as exc:
+        except Exception as exc:  # a broken stream: this worker is done for
             log.error("probe worker stream failed: %s", exc)
+            proc.kill()
         proc.wait()
         with self._lock:  # everything this worker held is lost: fail it now, not at the timeout
             lost = [rid for rid, (_, owner) in self._pending.items() if owner is proc]
@@ -87,10 +89,17 @@ class Worker:
                 self._pending.pop(rid, None)
                 raise WorkerError(f"cannot reach the probe worker: {exc}") from exc
         try:
-            return future.result(timeout)
+            value = future.result(timeout)
+            self._timeouts = 0
+            return value
         except concurrent.futures.TimeoutError as exc:
             with self._lock:
                 self._pending.pop(rid, None)
+                self._timeouts += 1
+                if self._timeouts >= 3 and self._proc is proc:  # hung, not just busy: start afresh
+                    log.error("probe worker stopped answering; killing it")
+                    proc.kill()
+                    self._timeouts = 0
             raise WorkerError(f"no answer from the probe worker within {timeout:g}s") from exc
 
     def probe(self, target: Target, profile: ProfileRef, options: ProbeOptions) -> list[ProbeResult]:

@@ -33,6 +33,10 @@ class PathRunner:
         if not settings.enabled:
             return
         changed = {c.address for c in changes}
+        current = {r.record.address for r in results}
+        with self._lock:  # forget addresses that left DNS
+            for key in [k for k in self._rounds if k[0] == tc.name and k[1] not in current]:
+                del self._rounds[key]
         for r in results:
             if r.record.address is None:
                 continue

@@ -5,6 +5,7 @@ confirmation probe."""
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import heapq
 import logging
 import random
@@ -13,7 +14,17 @@ import time
 from collections.abc import Callable, Sequence
 
 from agent.analysis.profile_ref import ProfileRef
-from agent.model import ProbeResult
+from agent.model import (
+    Analysis,
+    Finding,
+    ProbeFailure,
+    ProbeRecord,
+    ProbeResult,
+    Severity,
+    StartTLS,
+    StartTLSState,
+    Verdict,
+)
 from agent.probe.limits import Limits
 from agent.probe.options import ProbeOptions
 from agent.run.config import TargetConfig
@@ -48,6 +59,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._queue: list[tuple[float, int, str]] = []
         self._seq = 0
+        self._generation = 0  # bumped by reschedule(): a probe of an older one does not queue itself again
         self._inflight: set[str] = set()
         self._confirm: set[str] = set()  # targets whose next probe confirms a verdict change
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -64,6 +76,7 @@ class Scheduler:
         """After start or reload: every target due soon, spread over a second to avoid a burst."""
         with self._lock:
             self._queue.clear()
+            self._generation += 1
             for tc in self.state.config.targets:
                 self._push(time.monotonic() + random.uniform(0, 1.0), tc.name)
         self._wake.set()
@@ -92,15 +105,19 @@ class Scheduler:
                 if tc is None or name in self._inflight:
                     continue
                 self._inflight.add(name)
-                self._pool.submit(self._run, tc)
+                self._pool.submit(self._run, tc, self._generation)
             self._wake.wait(max(0.01, min(wait, 1.0)))
             self._wake.clear()
 
-    def _run(self, tc: TargetConfig) -> None:
+    def _run(self, tc: TargetConfig, generation: int) -> None:
         try:
             confirming = tc.name in self._confirm
             self._confirm.discard(tc.name)
-            results = self.probe(tc.target, tc.profile, options_for(tc, inspect=confirming))
+            try:
+                results = self.probe(tc.target, tc.profile, options_for(tc, inspect=confirming))
+            except Exception as exc:  # the worker died or hung: the verdict must say so, not stay as it was
+                log.error("probe of %s failed: %s", tc.name, exc)
+                results = [failed_result(tc, str(exc))]
             changes = self.state.record(tc, results)
             for r in results:
                 log.debug("probe target=%s address=%s verdict=%s", tc.name, r.record.address, r.verdict)
@@ -116,5 +133,21 @@ class Scheduler:
         finally:
             self._inflight.discard(tc.name)
         with self._lock:
-            self._push(time.monotonic() + delay, tc.name)
+            if generation == self._generation:  # else reschedule() has queued it already
+                self._push(time.monotonic() + delay, tc.name)
         self._wake.set()
+
+
+def failed_result(tc: TargetConfig, message: str) -> ProbeResult:
+    """A probe that produced nothing (the worker died on it, or hung): protocol_error, with the reason."""
+    now = dt.datetime.now(dt.UTC)
+    state = StartTLSState.UNKNOWN if tc.target.starttls else StartTLSState.NOT_APPLICABLE
+    failure = ProbeFailure("worker", "internal", message)
+    record = ProbeRecord(tc.target, None, now, {"total": 0.0}, (), StartTLS(state), None, failure)
+    finding = Finding(
+        "probe_failed", Severity.CRITICAL, f"the probe did not complete: {message}", Verdict.PROTOCOL_ERROR
+    )
+    analysis = Analysis(
+        tc.profile.name, tc.profile.version, now, Verdict.PROTOCOL_ERROR, (finding,), (), (), None, None
+    )
+    return ProbeResult(record, analysis)

@@ -51,6 +51,7 @@ class Web:
         self.state, self.reload = state, reload
         self.web_config = web_config or WebConfig()
         self.probe_fn = probe or _local_probe
+        self._probe_slots = threading.BoundedSemaphore(state.config.concurrency)  # /probe at once
         self.profiles = profiles or local_profiles
         web = self
 
@@ -146,16 +147,28 @@ class Web:
             return _send(h, 403, b"Target is not configured or allowed by probe_allow\n")
         configured = next((t for t in config.targets if t.name == name), None)
         try:
-            profile = (
-                self.profiles(query["profile"][0])
-                if "profile" in query
-                else (configured.profile if configured else config.default_profile)
-            )
+            profile = configured.profile if configured else config.default_profile
+            if "profile" in query:  # only profiles this agent already uses, or built-in ones: no file paths
+                wanted = query["profile"][0]
+                known = {p.name: p for p in (config.default_profile, *(t.profile for t in config.targets))}
+                if wanted in known:
+                    profile = known[wanted]
+                elif wanted.replace("-", "").replace("_", "").isalnum():
+                    profile = self.profiles(wanted)
+                else:
+                    return _send(h, 400, b"profile must name a built-in profile or one in the config\n")
             target = configured.target if configured else parse_target(name)
         except (ProfileError, TargetError) as exc:
-            return _send(h, 400, f"{exc}\n".encode())
+            return _send(h, 400, f"{str(exc).splitlines()[0][:300]}\n".encode())
         tc = configured or TargetConfig(name, target, profile, 60.0, config.timeout, "any", None, ())
-        results = self.probe_fn(target, profile, options_for(tc))
+        if not self._probe_slots.acquire(timeout=1):
+            return _send(h, 503, b"Too many probes at once; try again\n")
+        try:
+            results = self.probe_fn(target, profile, options_for(tc))
+        except Exception as exc:
+            return _send(h, 500, f"probe failed: {str(exc)[:300]}\n".encode())
+        finally:
+            self._probe_slots.release()
         rendered = []
         for r in results:
             s = Series(name, r.record.address or "", dict(tc.labels), r)
@@ -318,5 +331,4 @@ def _send(
     h.send_header("Content-Type", ctype)
     h.send_header("Content-Length", str(len(body)))
     h.end_headers()
-    if h.command != "HEAD":
-        h.wfile.write(body)
+    h.wfile.write(body)

@@ -50,7 +50,11 @@ class WebConfig:
         with self._lock:
             if any(hmac.compare_digest(digest, d) for d in self._ok):
                 return True
-        if bcrypt.checkpw(password.encode(), hashed):
+        try:
+            matched = bcrypt.checkpw(password.encode(), hashed)
+        except ValueError:  # bcrypt refuses passwords over 72 bytes: simply not these credentials
+            return False
+        if matched:
             with self._lock:
                 if len(self._ok) > 1000:
                     self._ok.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import signal
 import ssl
 import subprocess
@@ -241,3 +242,21 @@ def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Pa
         wait_for(lambda: _probes(agent) > before + len(lab.scenarios), 30)
         assert agent.proc.poll() is None
         assert any("agent.run.worker" in c.cmdline() for c in psutil.Process(agent.proc.pid).children())
+
+
+def test_profile_edited_on_disk_waits_for_a_checked_reload(lab: Lab, tmp_path: Path) -> None:
+    """A broken edit to a profile file must not reach the probes behind the agent's back."""
+    for name in ("lab-profile.yml", "root.pem", "issuing.pem"):
+        shutil.copy(lab.directory / name, tmp_path / name)
+    cfg = tmp_path / "relaywatch.yml"
+    relay = next(s.target for s in lab.scenarios if s.name == "relay")
+    cfg.write_text(f"interval: 1s\ntimeout: 3s\nprofile: {tmp_path}/lab-profile.yml\ntargets: [{relay}]\n")
+    with run_agent(cfg) as agent:
+        wait_for(lambda: 'verdict="ok"} 1.0' in agent.metrics(), 30)
+        (tmp_path / "lab-profile.yml").write_text("name: lab\nanchors: [nowhere.pem]\n")
+        before = _probes(agent)
+        wait_for(lambda: _probes(agent) >= before + 3, 30)
+        text = agent.metrics()
+        assert 'verdict="ok"} 1.0' in text and 'verdict="protocol_error"} 1.0' not in text
+        status, body = get(agent.url + "/-/reload", method="POST")
+        assert status == 500 and "nowhere.pem" in body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -32,12 +33,12 @@ class TrustProfile:
     min_tls_version: str
     require_starttls: bool
     store: Store
+    digest: str  # SHA-256 over the YAML and the PEM files, in order
     known: frozenset[str]  # anchors' and intermediates' fingerprints: presented copies count as expected
 
     def ref(self) -> ProfileRef:
-        return ProfileRef(
-            self.name, self.version, self.source, tuple(a.subject.rfc4514_string() for a in self.anchors)
-        )
+        subjects = tuple(a.subject.rfc4514_string() for a in self.anchors)
+        return ProfileRef(self.name, self.version, self.source, subjects, self.digest)
 
     def tls_version_ok(self, negotiated: str) -> bool:
         version = NEGOTIATED.get(negotiated)
@@ -73,7 +74,8 @@ def _load_cached(path: str, _mtime: int) -> TrustProfile:
 def _parse(path: Path) -> TrustProfile:
     where = str(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        doc = yaml.safe_load(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{where}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
@@ -84,8 +86,9 @@ def _parse(path: Path) -> TrustProfile:
         raise ProfileError(f"{where}: expected a mapping with name, version, anchors")
     name = _string(doc, "name", where, required=True)
     version = str(doc.get("version", ""))
-    anchors = _certs(doc, "anchors", path, required=True)
-    intermediates = _certs(doc, "intermediates", path, required=False)
+    digest = hashlib.sha256(raw)
+    anchors = _certs(doc, "anchors", path, required=True, digest=digest)
+    intermediates = _certs(doc, "intermediates", path, required=False, digest=digest)
     names = doc.get("names") or []
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ProfileError(f"{where}: 'names' must be a list of host names")
@@ -105,6 +108,7 @@ def _parse(path: Path) -> TrustProfile:
         min_tls_version=min_tls,
         require_starttls=require,
         store=Store(anchors),
+        digest=digest.hexdigest(),
         known=frozenset(fingerprint(c) for c in [*anchors, *intermediates]),
     )
 
@@ -118,7 +122,7 @@ def _string(doc: dict[str, Any], key: str, where: str, required: bool) -> str:
     return value
 
 
-def _certs(doc: dict[str, Any], key: str, path: Path, required: bool) -> list[x509.Certificate]:
+def _certs(doc: dict[str, Any], key: str, path: Path, required: bool, digest: Any) -> list[x509.Certificate]:
     entries = doc.get(key) or []
     if not isinstance(entries, list) or (required and not entries):
         raise ProfileError(f"{path}: '{key}' must be a {'non-empty ' if required else ''}list of PEM files")
@@ -126,7 +130,9 @@ def _certs(doc: dict[str, Any], key: str, path: Path, required: bool) -> list[x5
     for entry in entries:
         file = (path.parent / str(entry)).resolve()
         try:
-            certs.extend(x509.load_pem_x509_certificates(file.read_bytes()))
+            pem = file.read_bytes()
+            digest.update(pem)
+            certs.extend(x509.load_pem_x509_certificates(pem))
         except OSError as exc:
             raise ProfileError(f"{path}: {key} entry {entry!r}: {exc.strerror}") from exc
         except ValueError as exc:

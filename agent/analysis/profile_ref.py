@@ -18,3 +18,4 @@ class ProfileRef:
     version: str
     source: str  # the YAML file, resolved
     anchors: tuple[str, ...]  # RFC 4514 subjects, for people reading the status page
+    digest: str = ""  # of the YAML and every PEM: what was checked at (re)load is what probes use

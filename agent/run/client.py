@@ -105,7 +105,7 @@ class Worker:
     def probe(self, target: Target, profile: ProfileRef, options: ProbeOptions) -> list[ProbeResult]:
         # every address in turn, each bounded by its own timeout; a margin for start-up and analysis
         result: list[ProbeResult] = self.call(
-            "probe", (target, profile.source, options), options.limits.timeout * 8 + 10
+            "probe", (target, profile, options), options.limits.timeout * 16 + 10
         )
         return result
 

@@ -12,17 +12,37 @@ import sys
 import threading
 from typing import Any
 
-from agent.analysis.profile import ProfileError, load_profile
+from agent.analysis.profile import ProfileError, TrustProfile, load_profile
 from agent.pipeline import check
 from agent.run.frames import read_frame, write_frame
+
+# Profiles as checked when the agent (re)loaded its config, by digest: an edit on disk takes effect at
+# the next reload, which checks it first, never behind the agent's back.
+_checked: dict[str, TrustProfile] = {}
+
+
+def _remember(profile: TrustProfile) -> None:
+    if len(_checked) >= 64:  # many reloads of edited profiles: start over, the current ones come back
+        _checked.clear()
+    _checked[profile.digest] = profile
 
 
 def handle(kind: str, payload: Any) -> Any:
     if kind == "probe":
-        target, spec, options = payload
-        return check(target, load_profile(spec), options)
+        target, ref, options = payload
+        profile = _checked.get(ref.digest)
+        if profile is None:  # a new worker (the last one died): the file must still be what was checked
+            profile = load_profile(ref.source)
+            if profile.digest != ref.digest:
+                raise ProfileError(
+                    f"{ref.source} changed on disk since the config was loaded: reload to use it"
+                )
+            _remember(profile)
+        return check(target, profile, options)
     if kind == "profile":
-        return load_profile(payload).ref()
+        profile = load_profile(payload)
+        _remember(profile)
+        return profile.ref()
     if kind == "host":
         from agent.host.inventory import inventory
 

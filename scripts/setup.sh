@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(openssl ca-certificates iproute2 iptables procps sslsplit postfix
-      prometheus prometheus-pushgateway prometheus-blackbox-exporter chromium)
+      prometheus prometheus-pushgateway prometheus-blackbox-exporter chromium
+      python3-venv systemd)  # python3-venv: the .deb build; systemd: systemd-analyze
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -242,6 +242,7 @@ def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Pa
         wait_for(lambda: _probes(agent) > before + len(lab.scenarios), 30)
         assert agent.proc.poll() is None
         assert any("agent.run.worker" in c.cmdline() for c in psutil.Process(agent.proc.pid).children())
+        assert "relaywatch_probe_worker_restarts_total 1.0" in agent.metrics()
 
 
 def test_profile_edited_on_disk_waits_for_a_checked_reload(lab: Lab, tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
     )
 
 
-def info_families(profiles: Iterable[tuple[str, str]]) -> Iterator[Metric]:
+def info_families(profiles: Iterable[tuple[str, str]], worker_restarts: int = 0) -> Iterator[Metric]:
     build = GaugeMetricFamily(
         "relaywatch_build_info", "Version of relaywatch and Python", labels=["version", "python"]
     )
@@ -171,7 +171,12 @@ def info_families(profiles: Iterable[tuple[str, str]]) -> Iterator[Metric]:
     )
     for name, version in sorted(set(profiles)):
         prof.add_metric([label(name), label(version)], 1.0)
-    yield from (build, prof)
+    restarts = CounterMetricFamily(
+        "relaywatch_probe_worker_restarts",
+        "Probe worker processes replaced after dying (e.g. on hostile input)",
+        value=worker_restarts,
+    )
+    yield from (build, prof, restarts)
 
 
 PATH_STATUSES = ("terminated_at_destination", "terminated_early", "inconclusive", "unavailable")

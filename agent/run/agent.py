@@ -96,6 +96,7 @@ def _serve(settings: Settings, worker: Worker) -> int:
     if settings.textfile and not Path(settings.textfile).parent.is_dir():
         raise ConfigError(f"--textfile {settings.textfile}: its directory does not exist")
     state = AgentState(config)
+    state.worker_restarts = lambda: worker.restarts
     events = EventLog(settings.events_file) if settings.events_file else None
     lock = threading.Lock()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.export.exposition import expose
@@ -42,6 +42,7 @@ class AgentState:
         self._since: dict[tuple[str, str], float] = {}  # when the current verdict began
         self._ids = itertools.count(1)
         self.paths: dict[tuple[str, str], PathResult] = {}
+        self.worker_restarts: Callable[[], int] = lambda: 0  # set by the agent
         self.host: HostReport | None = None
         self.recent: collections.deque[Entry] = collections.deque(maxlen=HISTORY)
         self.failures: collections.deque[Entry] = collections.deque(maxlen=HISTORY)
@@ -121,5 +122,7 @@ class AgentState:
         config = self.config
         with self._lock:
             rendered = [s.rendered for per in self._series.values() for s in per.values()]
-        info = info_families((t.profile.name, t.profile.version) for t in config.targets)
+        info = info_families(
+            ((t.profile.name, t.profile.version) for t in config.targets), self.worker_restarts()
+        )
         return expose(info, series_layout(config.label_names), rendered, host_families(self.host))

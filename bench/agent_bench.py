@@ -625,12 +625,15 @@ def goal_round(
             "worker_cpu_s": agent.worker_cpu_s(),
             "path_workers_cpu_s": agent.children_cpu_s(),
             "relay_cpu_s": relays.cpu_s() - relay0,
+            "load_1min_after": os.getloadavg()[0],
             "verdicts": dict(s.verdicts),
             "samples_in_metrics": s.samples,
             "memory_after_round": agent_memory(agent, mappings=6),
         }
         if gets:
+            load0 = os.getloadavg()[0]
             out["metrics"] = time_metrics(agent, gets, sizes.gets_budget_s)
+            out["metrics"]["load_1min"] = (load0, os.getloadavg()[0])
             out["path_workers_cpu_s_to_metrics_end"] = agent.children_cpu_s()
             out["addresses_with_path_result"] = scrape(agent).paths
     return out
@@ -827,9 +830,8 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
     def agent_body() -> bytes:
         info = metrics.info_families([("lab", "lab")])
         layout = metrics.series_layout(labels)
-        return bytes(
-            exposition.expose(info, layout, [s.rendered for s in series], metrics.host_families(None))
-        )
+        rendered: list[Any] = [s.rendered for s in series]  # str or bytes, as the agent keeps them
+        return bytes(exposition.expose(info, layout, rendered, metrics.host_families(None)))
 
     body = agent_body()
     expose_ms = timed(agent_body)
@@ -838,19 +840,9 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
     agent_body()
     prof.disable()
 
-    # the same lines kept as bytes: a join without encoding 6 MB per scrape
+    # lines cached as text would make each scrape encode the whole body as well
     layout_names = [m.name for m in metrics.series_layout(labels)]
-    encoded = [{k: v.encode() for k, v in s.rendered.items()} for s in series]
-    heads = {m.name: exposition.header(m).encode() for m in metrics.series_layout(labels)}
-
-    def bytes_join() -> bytes:
-        parts: list[bytes] = []
-        for name in layout_names:
-            parts.append(heads[name])
-            parts.extend(e.get(name, b"") for e in encoded)
-        return b"".join(parts)
-
-    bytes_ms = timed(bytes_join)
+    cached_as = type(next(iter(series[0].rendered.values()), b"")).__name__
 
     # without any cache: generate_latest over metrics.families, as the agent did before
     class Families(Collector):
@@ -861,7 +853,7 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
     registry.register(Families())
     uncached_ms = timed(lambda: generate_latest(registry), runs=3)
     families_ms = timed(lambda: list(metrics.families(series, labels)), runs=3)
-    per_family = {name: series[0].rendered.get(name, "").count("\n") for name in layout_names}
+    per_family = {name: _lines(series[0].rendered.get(name, b"")) for name in layout_names}
     return {
         "series": n,
         "samples": sum(1 for line in body.splitlines() if line and not line.startswith(b"#")),
@@ -870,11 +862,15 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
         "render_ms_per_series": render_ms,
         "expose_ms_median": expose_ms,
         "expose_top": _top(prof, 8),
-        "bytes_join_ms_median": bytes_ms,
+        "cached_as": cached_as,
         "uncached_generate_latest_ms_median": uncached_ms,
         "uncached_families_ms_median": families_ms,
         "http_floor_ms_median": serve_bytes(body, 30),
     }
+
+
+def _lines(text: str | bytes) -> int:
+    return text.count(b"\n") if isinstance(text, bytes) else text.count("\n")
 
 
 def _top(prof: cProfile.Profile, n: int) -> list[dict[str, Any]]:
@@ -929,6 +925,16 @@ def serve_bytes(body: bytes, gets: int) -> float:
 
 def _mark(ok: bool) -> str:
     return "HOLDS" if ok else "DOES NOT HOLD"
+
+
+def _busy(what: str, load: float) -> None:
+    """Timings on a host busy with other work are pessimistic: say so next to them."""
+    cpus = psutil.cpu_count() or 1
+    if load > cpus:
+        print(
+            f"   NOTE: 1-min load average {load:.1f} on {cpus} CPUs around {what}: "
+            "other work ran beside the benchmark, these timings are pessimistic"
+        )
 
 
 def _nan(d: dict[str, Any] | None, key: str) -> float:
@@ -1018,6 +1024,7 @@ def report_metrics(res: dict[str, Any]) -> None:
         f"   median {m['ms_median']:.1f} ms, p90 {m['ms_p90']:.1f} ms, min {m['ms_min']:.1f}, "
         f"max {m['ms_max']:.1f}; main-process CPU {m['main_cpu_ms_per_get']:.1f} ms per GET"
     )
+    _busy("the GETs", max(m["load_1min"]))
     prof = res["metrics_profile"]
     if "error" in prof:
         print(f"   (in-process profile unavailable: {prof['error']})")
@@ -1027,8 +1034,11 @@ def report_metrics(res: dict[str, Any]) -> None:
         f"{prof['bytes'] / MB:.1f} MB):"
     )
     print(f"   {prof['render_ms_per_series']:8.2f} ms  Series.render, once per recorded probe")
-    print(f"   {prof['expose_ms_median']:8.1f} ms  exposition.expose, per scrape (the agent's path)")
-    print(f"   {prof['bytes_join_ms_median']:8.1f} ms  the same lines kept as bytes, joined (no 6 MB encode)")
+    also = ", so each scrape also encodes the body" if prof["cached_as"] == "str" else ""
+    print(
+        f"   {prof['expose_ms_median']:8.1f} ms  exposition.expose, per scrape "
+        f"(the agent's path; lines cached as {prof['cached_as']}{also})"
+    )
     print(
         f"   {prof['http_floor_ms_median']:8.1f} ms  serving a ready body of this size (stdlib HTTP server)"
     )
@@ -1066,6 +1076,7 @@ def report_rounds(res: dict[str, Any]) -> None:
     for key, label in (("rss_mb", "main RSS after the round, MB"), ("total_pss_mb", "main + worker PSS, MB")):
         print(f"{label:38}{r16['memory_after_round'][key]:>16.1f}{r64['memory_after_round'][key]:>16.1f}")
     print(f"verdicts: {r16['verdicts']} / {r64['verdicts']}")
+    _busy("the rounds", max(r16["load_1min_after"], r64["load_1min_after"]))
 
 
 def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:

@@ -593,6 +593,7 @@ def goal_round(
     base = relays.sessions.value
     relay0 = relays.cpu_s()
     opts = AgentOptions(opts.path, opts.arena_max)  # never traced: tracemalloc would slow the round
+    others = HostCpu()
     with agent_process(cfg, directory / f"agent-round-{concurrency}.log", opts) as agent:
         t0 = time.monotonic()
         # cheap wait first: the relays count finished sessions, no agent CPU spent on scrapes
@@ -625,16 +626,16 @@ def goal_round(
             "worker_cpu_s": agent.worker_cpu_s(),
             "path_workers_cpu_s": agent.children_cpu_s(),
             "relay_cpu_s": relays.cpu_s() - relay0,
-            "load_1min_after": os.getloadavg()[0],
+            "other_processes_cpu_share": others.share(),
             "verdicts": dict(s.verdicts),
             "samples_in_metrics": s.samples,
             "memory_after_round": agent_memory(agent, mappings=6),
         }
         if gets:
-            load0 = os.getloadavg()[0]
+            others, paths0 = HostCpu(), agent.children_cpu_s()
             out["metrics"] = time_metrics(agent, gets, sizes.gets_budget_s)
-            out["metrics"]["load_1min"] = (load0, os.getloadavg()[0])
-            out["path_workers_cpu_s_to_metrics_end"] = agent.children_cpu_s()
+            out["metrics"]["other_processes_cpu_share"] = others.share()
+            out["metrics"]["path_workers_cpu_s"] = agent.children_cpu_s() - paths0
             out["addresses_with_path_result"] = scrape(agent).paths
     return out
 
@@ -923,17 +924,45 @@ def serve_bytes(body: bytes, gets: int) -> float:
 # ---------------------------------------------------------------- report
 
 
+class HostCpu:
+    """The share of the host's CPU capacity that processes outside this benchmark (itself, the relays,
+    the agents and their children) used since creation: other work on a shared host makes timings
+    pessimistic, and the report says so."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.own0 = time.monotonic(), self._busy(), self._own()
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        return sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+    @staticmethod
+    def _own() -> float:
+        """This process and every descendant, with the children each has already reaped."""
+        me = psutil.Process()
+        total = 0.0
+        for p in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        return total
+
+    def share(self) -> float:
+        elapsed = max(1e-6, time.monotonic() - self.t0) * (psutil.cpu_count() or 1)
+        return max(0.0, (self._busy() - self.busy0) - (self._own() - self.own0)) / elapsed
+
+
 def _mark(ok: bool) -> str:
     return "HOLDS" if ok else "DOES NOT HOLD"
 
 
-def _busy(what: str, load: float) -> None:
-    """Timings on a host busy with other work are pessimistic: say so next to them."""
-    cpus = psutil.cpu_count() or 1
-    if load > cpus:
+def _busy(what: str, share: float) -> None:
+    """Timings taken while other work ran are pessimistic: say so next to them."""
+    if share > 0.10:
         print(
-            f"   NOTE: 1-min load average {load:.1f} on {cpus} CPUs around {what}: "
-            "other work ran beside the benchmark, these timings are pessimistic"
+            f"   NOTE: processes outside the benchmark used {share:.0%} of the host's CPU during {what}: "
+            "these timings are pessimistic"
         )
 
 
@@ -1024,7 +1053,8 @@ def report_metrics(res: dict[str, Any]) -> None:
         f"   median {m['ms_median']:.1f} ms, p90 {m['ms_p90']:.1f} ms, min {m['ms_min']:.1f}, "
         f"max {m['ms_max']:.1f}; main-process CPU {m['main_cpu_ms_per_get']:.1f} ms per GET"
     )
-    _busy("the GETs", max(m["load_1min"]))
+    print(f"   the agent's path workers ran beside: {m['path_workers_cpu_s']:.1f} CPU s during the GETs")
+    _busy("the GETs", m["other_processes_cpu_share"])
     prof = res["metrics_profile"]
     if "error" in prof:
         print(f"   (in-process profile unavailable: {prof['error']})")
@@ -1076,7 +1106,7 @@ def report_rounds(res: dict[str, Any]) -> None:
     for key, label in (("rss_mb", "main RSS after the round, MB"), ("total_pss_mb", "main + worker PSS, MB")):
         print(f"{label:38}{r16['memory_after_round'][key]:>16.1f}{r64['memory_after_round'][key]:>16.1f}")
     print(f"verdicts: {r16['verdicts']} / {r64['verdicts']}")
-    _busy("the rounds", max(r16["load_1min_after"], r64["load_1min_after"]))
+    _busy("the rounds", max(r16["other_processes_cpu_share"], r64["other_processes_cpu_share"]))
 
 
 def report(res: dict[str, Any], sizes: Sizes, quick: bool) -> dict[str, bool]:

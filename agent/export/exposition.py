@@ -46,7 +46,7 @@ def render(metrics: Iterable[Metric]) -> dict[str, bytes]:
 def expose(
     before: Iterable[Metric],
     layout: Sequence[Metric],
-    rendered: Sequence[Mapping[str, str]],
+    rendered: Sequence[Mapping[str, bytes]],
     after: Iterable[Metric],
 ) -> bytes:
     """Whole families first (`before`), then the per-series families in `layout` order with each series'

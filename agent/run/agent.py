@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
 import signal
@@ -17,6 +15,7 @@ from agent.run.client import Worker
 from agent.run.config import Config, ConfigError, load_config
 from agent.run.events import EventLog
 from agent.run.evidence import HostWatch, PathRunner
+from agent.run.malloc import fewer_malloc_arenas
 from agent.run.scheduler import Scheduler
 from agent.run.state import AgentState
 from agent.run.web import Web
@@ -66,16 +65,8 @@ class Settings:
     events_file: str | None = None
 
 
-def _fewer_malloc_arenas() -> None:
-    """glibc gives threads arenas of their own; for a few dozen mostly idle threads that is memory held
-    for nothing (measured: 1.3 MB less and no growth over 10,000 probes). Same as MALLOC_ARENA_MAX=2."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
-
-
 def serve(settings: Settings) -> int:
-    _fewer_malloc_arenas()
+    fewer_malloc_arenas()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Json() if settings.log_format == "json" else _Logfmt())
     logging.basicConfig(level=getattr(logging, settings.log_level.upper()), handlers=[handler], force=True)

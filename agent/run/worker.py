@@ -15,6 +15,7 @@ from typing import Any
 from agent.analysis.profile import ProfileError, TrustProfile, load_profile
 from agent.pipeline import check
 from agent.run.frames import read_frame, write_frame
+from agent.run.malloc import fewer_malloc_arenas
 
 # Profiles as checked when the agent (re)loaded its config, by digest: an edit on disk takes effect at
 # the next reload, which checks it first, never behind the agent's back.
@@ -51,6 +52,9 @@ def handle(kind: str, payload: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # measured: with glibc's default arenas this worker grew 51.6 -> 59.5 MB over 65,000 probes; with one
+    # arena it stays flat at about 52 MB (its own Python allocations never grew)
+    fewer_malloc_arenas(1)
     args = argv if argv is not None else sys.argv[1:]
     concurrency = int(args[0]) if args else 16
     # the protocol owns stdout: anything printed by accident goes to stderr instead

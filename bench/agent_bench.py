@@ -113,20 +113,12 @@ def _serve_relays(directory: str, hosts: list[str], conn: Any, sessions: Any) ->
     core of this 2-core host on wake-ups and slow the agent being measured. Connections are handled
     exactly as LabServer handles them (its handler: timeout, TCP_NODELAY, Mail), one thread each.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     from agent.lab.pki import Issued
     from agent.lab.servers import LabServer, Mail, server_context
 
     d = Path(directory)
 
-    def issued(name: str) -> Issued:
-        cert = x509.load_pem_x509_certificate((d / f"{name}.pem").read_bytes())
-        key = serialization.load_pem_private_key((d / f"{name}.key").read_bytes(), None)
-        return Issued(cert, key)  # type: ignore[arg-type]
-
-    mail = Mail("smtp", server_context(issued("relay"), [issued("issuing")]))
+    mail = Mail("smtp", server_context(Issued.load(d, "relay"), [Issued.load(d, "issuing")]))
 
     def handle(sock: socket.socket, server: LabServer) -> None:
         try:

@@ -91,20 +91,12 @@ def _serve_relay(directory: str, nodelay: bool, conn: multiprocessing.connection
     small writes after the TLS 1.3 handshake (session tickets, then the EHLO reply) meet the client's
     delayed ACK: ~40 ms of idle wait per probe, for either client, that would swamp the comparison.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     from agent.lab.pki import Issued
     from agent.lab.servers import LabServer, Mail, server_context
 
     d = Path(directory)
 
-    def issued(name: str) -> Issued:
-        cert = x509.load_pem_x509_certificate((d / f"{name}.pem").read_bytes())
-        key = serialization.load_pem_private_key((d / f"{name}.key").read_bytes(), None)
-        return Issued(cert, key)  # type: ignore[arg-type]
-
-    mail = Mail("smtp", server_context(issued("relay"), [issued("issuing")]))
+    mail = Mail("smtp", server_context(Issued.load(d, "relay"), [Issued.load(d, "issuing")]))
 
     def handle(sock: socket.socket, server: LabServer) -> None:
         if nodelay:

@@ -79,6 +79,25 @@ def hosts_with(title: str, description: str, condition: str) -> dict:
     )
 
 
+def merged_table(
+    title: str, description: str, exprs: list[str], w: int, columns: dict[str, str | None]
+) -> dict:
+    """Instant queries joined into one row per series; `columns`: rename to a title, or None to hide."""
+    refs = [chr(ord("A") + i) for i in range(len(exprs))]
+    hide = {"Time": True} | {k: True for k, v in columns.items() if v is None}
+    rename = {k: v for k, v in columns.items() if v is not None}
+    options: dict[str, Any] = {"excludeByName": hide} | ({"renameByName": rename} if rename else {})
+    return panel(
+        "table",
+        title,
+        description,
+        [target(e, instant=True, fmt="table", ref=r) for e, r in zip(exprs, refs, strict=True)],
+        w,
+        8,
+        transformations=[{"id": "merge", "options": {}}, {"id": "organize", "options": options}],
+    )
+
+
 def verdict_mappings() -> list[dict]:
     return [
         {
@@ -123,25 +142,12 @@ PANELS = [
         },
         options={"showValue": "never", "mergeValues": True},
     ),
-    panel(
-        "table",
+    merged_table(
         "STARTTLS and TLS per target",
         "STARTTLS state and negotiated TLS version of the last probe.",
-        [
-            target(f"relaywatch_starttls_state{{{SEL}}} == 1", instant=True, fmt="table", ref="A"),
-            target(f"relaywatch_tls_version_info{{{SEL}}}", instant=True, fmt="table", ref="B"),
-        ],
+        [f"relaywatch_starttls_state{{{SEL}}} == 1", f"relaywatch_tls_version_info{{{SEL}}}"],
         12,
-        8,
-        transformations=[
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True, "Value #A": True, "Value #B": True, "__name__": True}
-                },
-            },
-        ],
+        {"Value #A": None, "Value #B": None, "__name__": None},
     ),
     panel(
         "table",
@@ -216,32 +222,17 @@ PANELS = [
         8,
         fieldConfig={"defaults": {"unit": "s", "custom": {"stacking": {"mode": "normal"}}}, "overrides": []},
     ),
-    panel(
-        "table",
+    merged_table(
         "Path: where the session ends",
-        "Hop at which the mail port answers vs the destination's "
-        "own distance; terminating before the destination means a middlebox answers for the relay.",
+        "Hop at which the mail port answers vs the destination's own distance; terminating before the "
+        "destination means a middlebox answers for the relay.",
         [
-            target(f"relaywatch_path_terminating_hop{{{SEL}}}", instant=True, fmt="table", ref="A"),
-            target(f"relaywatch_path_destination_hop{{{SEL}}}", instant=True, fmt="table", ref="B"),
-            target(f"relaywatch_path_middlebox_detected{{{SEL}}}", instant=True, fmt="table", ref="C"),
+            f"relaywatch_path_terminating_hop{{{SEL}}}",
+            f"relaywatch_path_destination_hop{{{SEL}}}",
+            f"relaywatch_path_middlebox_detected{{{SEL}}}",
         ],
         24,
-        8,
-        transformations=[
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "renameByName": {
-                        "Value #A": "terminating hop",
-                        "Value #B": "destination hop",
-                        "Value #C": "middlebox",
-                    },
-                },
-            },
-        ],
+        {"Value #A": "terminating hop", "Value #B": "destination hop", "Value #C": "middlebox"},
     ),
 ]
 

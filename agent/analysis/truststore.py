@@ -32,32 +32,40 @@ class HostStore:
 
 
 _lock = threading.Lock()
-_cache: dict[tuple[str, ...], tuple[tuple[int, ...], HostStore]] = {}
+_cache: dict[str, tuple[int, HostStore]] = {}
 
 
-def store_paths() -> list[Path]:
-    """The CA file if there is one, else the files of the CA directory."""
+def store_location() -> Path | None:
+    """The CA file if there is one, else the CA directory (OpenSSL's order)."""
     paths = ssl.get_default_verify_paths()
     for file in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
         if file and Path(file).is_file():
-            return [Path(file)]
+            return Path(file)
     for directory in (os.environ.get("SSL_CERT_DIR"), paths.capath, paths.openssl_capath):
         if directory and Path(directory).is_dir():
-            return sorted(p for p in Path(directory).iterdir() if p.is_file())[:5000]
-    return []
+            return Path(directory)
+    return None
 
 
 def host_store() -> HostStore:
-    paths = store_paths()
-    key = tuple(str(p) for p in paths)
-    stamp = tuple(p.stat().st_mtime_ns for p in paths)
+    """Called on every probe: one stat() decides whether the cached store is still current (a directory's
+    mtime changes when a certificate is added or removed)."""
+    where = store_location()
+    key = str(where) if where else ""
+    stamp = where.stat().st_mtime_ns if where else 0
     with _lock:
         hit = _cache.get(key)
         if hit and hit[0] == stamp:
             return hit[1]
+        if where is None:
+            paths: list[Path] = []
+        elif where.is_file():
+            paths = [where]
+        else:
+            paths = sorted(p for p in where.iterdir() if p.is_file())[:5000]
         certs = _read(paths)
         loaded = HostStore(
-            source=", ".join(key[:3]) + (" ..." if len(key) > 3 else "") or "(none)",
+            source=key or "(none)",
             certificates=tuple(certs),
             store=Store(certs) if certs else None,
             spki=frozenset(spki_sha256(c) for c in certs),

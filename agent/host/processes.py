@@ -49,12 +49,13 @@ def interceptor_processes(limit: int = 20) -> tuple[LocalProcess, ...]:
     return tuple(found)
 
 
-def local_peer(local: tuple[str, int], remote: tuple[str, int]) -> LocalProcess | None:
-    """The process on this host holding the other end of our connection `local` -> `remote`, if any.
+def local_peer(local: tuple[str, int]) -> LocalProcess | None:
+    """The process on this host holding the other end of our connection from `local`, if any.
 
-    With a redirect (iptables REDIRECT, a local proxy) the far end's socket is not at `remote` but it is
-    connected to our `local` endpoint, so that is what identifies it. On Linux the kernel's socket table
-    answers whether such a socket exists in one read; only then are processes searched for its owner."""
+    With a redirect (iptables REDIRECT, a local proxy) the far end's socket is not at the address we
+    dialled, but it is connected to our `local` endpoint, so that is what identifies it. On Linux the
+    kernel's socket table answers whether such a socket exists in one read; only then are processes
+    searched for its owner."""
     if os.path.exists("/proc/net/tcp"):
         inode = _peer_inode(local)
         if inode is None:

@@ -169,7 +169,7 @@ def _local_peer(sock: socket.socket, clock: Clock) -> LocalProcess | None:
 
     start = time.monotonic()
     try:
-        return local_peer(sock.getsockname()[:2], sock.getpeername()[:2])
+        return local_peer(sock.getsockname()[:2])
     except OSError:
         return None
     finally:

@@ -66,7 +66,6 @@ class Scheduler:
             max_workers=state.config.concurrency, thread_name_prefix="probe"
         )
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
-        self.rounds = 0
 
     def start(self) -> None:
         self.reschedule()

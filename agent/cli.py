@@ -12,17 +12,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent import __version__
-from agent.analysis.profile_ref import ProfileError
-from agent.export.report import VERDICT_TEXT, render, safe
-from agent.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, TLSSession, Verdict
-from agent.probe.limits import Limits
-from agent.probe.options import ProbeOptions
-from agent.run.config import ConfigError
-from agent.target import Target, TargetError, parse_target
+from relaywatch import __version__
+from relaywatch.analysis.profile_ref import ProfileError
+from relaywatch.export.report import VERDICT_TEXT, render, safe
+from relaywatch.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, TLSSession, Verdict
+from relaywatch.probe.limits import Limits
+from relaywatch.probe.options import ProbeOptions
+from relaywatch.run.config import ConfigError
+from relaywatch.target import Target, TargetError, parse_target
 
 if TYPE_CHECKING:
-    from agent.analysis.profile import TrustProfile
+    from relaywatch.analysis.profile import TrustProfile
 
 # Each command imports what it needs: `relaywatch run` keeps the TLS and X.509 stack out of its process.
 
@@ -127,8 +127,8 @@ def _emit(results: list[ProbeResult], as_json: bool, transcript: bool = False) -
 
 
 def _check(args: argparse.Namespace) -> int:
-    from agent.analysis.profile import load_profile
-    from agent.pipeline import check_all
+    from relaywatch.analysis.profile import load_profile
+    from relaywatch.pipeline import check_all
 
     if not 0 < args.timeout <= 300:
         raise UsageError("--timeout must be between 0 and 300 seconds")
@@ -150,8 +150,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
     """Where the session is cut (path trace, in its worker process) and what on this host does it."""
-    from agent.host.inventory import inventory
-    from agent.path.client import trace_path
+    from relaywatch.host.inventory import inventory
+    from relaywatch.path.client import trace_path
 
     host = dataclasses.asdict(inventory())
     out = []
@@ -170,8 +170,8 @@ def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from agent.analysis.certs import dns_names, load_certificates
-    from agent.analysis.profile import load_profile
+    from relaywatch.analysis.certs import dns_names, load_certificates
+    from relaywatch.analysis.profile import load_profile
 
     profile = load_profile(args.profile)
     try:
@@ -191,8 +191,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def analyze_chain(chain: list, target: Target, profile: TrustProfile, at: dt.datetime) -> ProbeResult:  # type: ignore[type-arg]
     from cryptography.hazmat.primitives.serialization import Encoding
-
-    from agent.analysis.verdict import analyze
+    from relaywatch.analysis.verdict import analyze
 
     tls = TLSSession("", "", None, None, tuple(c.public_bytes(Encoding.DER) for c in chain))
     record = ProbeRecord(target, None, at, {}, (), StartTLS(StartTLSState.NOT_APPLICABLE), tls, None)
@@ -208,7 +207,7 @@ def _parse_time(text: str) -> dt.datetime:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.run.agent import Settings, serve
+    from relaywatch.run.agent import Settings, serve
 
     level = "warning" if args.log_level == "warn" else args.log_level
     # A probe still in flight at SIGTERM is abandoned, not awaited: shutdown stays quick. serve() has
@@ -231,8 +230,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from agent.lab.demo import running_lab
-    from agent.pipeline import check_all
+    from relaywatch.lab.demo import running_lab
+    from relaywatch.pipeline import check_all
 
     with running_lab() as lab:
         pairs = [(parse_target(s.target), lab.profile) for s in lab.scenarios]

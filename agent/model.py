@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.target import Target
+from relaywatch.target import Target
 
 
 class Verdict(enum.StrEnum):

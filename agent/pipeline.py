@@ -5,13 +5,13 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Sequence
 
-from agent.analysis.profile import TrustProfile, load_profile
-from agent.analysis.profile_ref import ProfileRef
-from agent.analysis.verdict import analyze
-from agent.model import ProbeResult
-from agent.probe.options import ProbeOptions
-from agent.probe.session import probe_target
-from agent.target import Target
+from relaywatch.analysis.profile import TrustProfile, load_profile
+from relaywatch.analysis.profile_ref import ProfileRef
+from relaywatch.analysis.verdict import analyze
+from relaywatch.model import ProbeResult
+from relaywatch.probe.options import ProbeOptions
+from relaywatch.probe.session import probe_target
+from relaywatch.target import Target
 
 
 def check(target: Target, profile: TrustProfile, options: ProbeOptions = ProbeOptions()) -> list[ProbeResult]:

@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is the repository's agent/
     sys.path.insert(0, str(ROOT))
 
-from agent.lab.pki import make_lab_pki  # noqa: E402
+from relaywatch.lab.pki import make_lab_pki  # noqa: E402
 
 WEB_HOST = "127.0.0.1"
 PORTS = range(28000, 29000)  # the only ports this benchmark may listen on
@@ -67,8 +67,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 START_TIMEOUT = 30.0  # relay or agent coming up
 HTTP_TIMEOUT = 30.0  # one /metrics request
 MB = 1024 * 1024
-PROBE_WORKER = "agent.run.worker"  # the agent's long-lived child doing TLS and the analysis
-PATH_WORKER = "agent.path.worker"  # its short-lived children doing path traces
+PROBE_WORKER = "relaywatch.run.worker"  # the agent's long-lived child doing TLS and the analysis
+PATH_WORKER = "relaywatch.path.worker"  # its short-lived children doing path traces
 
 # the goals of the issue
 RSS_GOAL_MB = 40.0
@@ -113,8 +113,8 @@ def _serve_relays(directory: str, hosts: list[str], conn: Any, sessions: Any) ->
     core of this 2-core host on wake-ups and slow the agent being measured. Connections are handled
     exactly as LabServer handles them (its handler: timeout, TCP_NODELAY, Mail), one thread each.
     """
-    from agent.lab.pki import Issued
-    from agent.lab.servers import LabServer, Mail, server_context
+    from relaywatch.lab.pki import Issued
+    from relaywatch.lab.servers import LabServer, Mail, server_context
 
     d = Path(directory)
 
@@ -316,7 +316,7 @@ def watch():
             os.unlink(stem + '.want')
 threading.Thread(target=watch, daemon=True).start()
 sys.argv = ['relaywatch', *sys.argv[2:]]
-from agent.cli import main
+from relaywatch.cli import main
 sys.exit(main())
 """
 
@@ -335,7 +335,7 @@ def agent_process(
     if trace_dir is not None:
         argv = [sys.executable, "-c", _TRACEMALLOC_AGENT, str(trace_dir), *run]
     else:
-        argv = [sys.executable, "-m", "agent", *run]
+        argv = [sys.executable, "-m", "relaywatch", *run]
     env = dict(os.environ)
     if opts.arena_max is not None:
         env["MALLOC_ARENA_MAX"] = str(opts.arena_max)
@@ -694,15 +694,18 @@ IMPORT_CANDIDATES: tuple[tuple[str, str, str], ...] = (
 )
 # (process, what its entry point imports, what it loads before its first probe)
 IMPORT_PROCESSES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
-    ("main process (relaywatch run)", "import agent.cli, agent.run.agent", ()),
+    ("main process (relaywatch run)", "import relaywatch.cli, relaywatch.run.agent", ()),
     (
         f"probe worker ({PROBE_WORKER})",
         f"import {PROBE_WORKER}",
         (
-            ("host trust store loaded", "from agent.analysis.truststore import host_store; host_store()"),
+            (
+                "host trust store loaded",
+                "from relaywatch.analysis.truststore import host_store; host_store()",
+            ),
             (
                 "built-in profile loaded",
-                "from agent.analysis.profile import load_profile; load_profile('microsoft365')",
+                "from relaywatch.analysis.profile import load_profile; load_profile('microsoft365')",
             ),
         ),
     ),
@@ -788,12 +791,11 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
     from prometheus_client import generate_latest
     from prometheus_client.core import Metric
     from prometheus_client.registry import Collector, CollectorRegistry
-
-    from agent.analysis.profile import load_profile
-    from agent.export import exposition, metrics
-    from agent.pipeline import check
-    from agent.probe.options import ProbeOptions
-    from agent.target import parse_target
+    from relaywatch.analysis.profile import load_profile
+    from relaywatch.export import exposition, metrics
+    from relaywatch.pipeline import check
+    from relaywatch.probe.options import ProbeOptions
+    from relaywatch.target import parse_target
 
     results = check(parse_target(relays.targets(1)[0]), load_profile(str(profile)), ProbeOptions())
     if not results or str(results[0].verdict) != "ok":

@@ -37,11 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is the repository's agent/
     sys.path.insert(0, str(ROOT))
 
-from agent.analysis.profile import load_profile  # noqa: E402
-from agent.lab.pki import make_lab_pki  # noqa: E402
-from agent.pipeline import check  # noqa: E402
-from agent.probe.options import ProbeOptions  # noqa: E402
-from agent.target import parse_target  # noqa: E402
+from relaywatch.analysis.profile import load_profile  # noqa: E402
+from relaywatch.lab.pki import make_lab_pki  # noqa: E402
+from relaywatch.pipeline import check  # noqa: E402
+from relaywatch.probe.options import ProbeOptions  # noqa: E402
+from relaywatch.target import parse_target  # noqa: E402
 
 HOST = "127.0.0.1"
 PORTS = range(27000, 28000)  # the only ports this benchmark may use
@@ -91,8 +91,8 @@ def _serve_relay(directory: str, nodelay: bool, conn: multiprocessing.connection
     small writes after the TLS 1.3 handshake (session tickets, then the EHLO reply) meet the client's
     delayed ACK: ~40 ms of idle wait per probe, for either client, that would swamp the comparison.
     """
-    from agent.lab.pki import Issued
-    from agent.lab.servers import LabServer, Mail, server_context
+    from relaywatch.lab.pki import Issued
+    from relaywatch.lab.servers import LabServer, Mail, server_context
 
     d = Path(directory)
 

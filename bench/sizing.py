@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.lab.demo import running_lab
+from relaywatch.lab.demo import running_lab
+
 from tests.agent_helpers import lab_config, run_agent, wait_for
 
 

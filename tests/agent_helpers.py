@@ -63,7 +63,7 @@ def run_agent(config: Path, *args: str, ready: bool = True) -> Iterator[Agent]:
         [
             sys.executable,
             "-m",
-            "agent",
+            "relaywatch",
             "run",
             "--config.file",
             str(config),

@@ -10,15 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from agent.analysis.profile import TrustProfile, load_profile
-from agent.lab.pki import LabPKI, make_lab_pki
-from agent.lab.servers import LabServer, Mail, server_context
-from agent.model import ProbeResult
-from agent.pipeline import check
-from agent.probe.limits import Limits
-from agent.probe.options import ProbeOptions
-from agent.target import parse_target
+from relaywatch.analysis.profile import TrustProfile, load_profile
+from relaywatch.lab.pki import LabPKI, make_lab_pki
+from relaywatch.lab.servers import LabServer, Mail, server_context
+from relaywatch.model import ProbeResult
+from relaywatch.pipeline import check
+from relaywatch.probe.limits import Limits
+from relaywatch.probe.options import ProbeOptions
+from relaywatch.target import parse_target
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data" / "ms365-ca"
@@ -56,7 +55,7 @@ def run_cli(
     *args: str, timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
+        [sys.executable, "-m", "relaywatch", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

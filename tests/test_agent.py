@@ -17,9 +17,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from relaywatch.lab.demo import Lab, running_lab
+from relaywatch.lab.pki import make_leaf
 
-from agent.lab.demo import Lab, running_lab
-from agent.lab.pki import make_leaf
 from tests.agent_helpers import get, lab_config, prometheus, run_agent, wait_for
 
 pytestmark = pytest.mark.peers
@@ -109,7 +109,7 @@ def test_bad_config_is_refused_with_its_line(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yml"
     cfg.write_text("interval: 60s\ntargets:\n  - target: smtp.office365.com:587\n    interval: often\n")
     proc = subprocess.run(
-        ["python3", "-m", "agent", "run", "--config.file", str(cfg)],
+        ["python3", "-m", "relaywatch", "run", "--config.file", str(cfg)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -235,13 +235,15 @@ def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Pa
         wait_for(lambda: all_probed(agent, lab), 60)
         maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
         assert "_rust.abi3.so" not in maps and "scapy" not in maps  # cryptography's and pyOpenSSL's binary
-        [worker] = [c for c in psutil.Process(agent.proc.pid).children() if "agent.run.worker" in c.cmdline()]
+        [worker] = [
+            c for c in psutil.Process(agent.proc.pid).children() if "relaywatch.run.worker" in c.cmdline()
+        ]
         assert "_rust.abi3.so" in Path(f"/proc/{worker.pid}/maps").read_text()
         worker.kill()
         before = _probes(agent)
         wait_for(lambda: _probes(agent) > before + len(lab.scenarios), 30)
         assert agent.proc.poll() is None
-        assert any("agent.run.worker" in c.cmdline() for c in psutil.Process(agent.proc.pid).children())
+        assert any("relaywatch.run.worker" in c.cmdline() for c in psutil.Process(agent.proc.pid).children())
         assert "relaywatch_probe_worker_restarts_total 1.0" in agent.metrics()
 
 

@@ -15,11 +15,11 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
+from relaywatch.lab.demo import Lab, running_lab
+from relaywatch.lab.pki import make_ca
+from relaywatch.lab.proxies import Resigner
+from relaywatch.lab.servers import LabServer
 
-from agent.lab.demo import Lab, running_lab
-from agent.lab.pki import make_ca
-from agent.lab.proxies import Resigner
-from agent.lab.servers import LabServer
 from tests.agent_helpers import free_port, get, lab_config, run_agent, service, wait_for
 
 pytestmark = pytest.mark.peers

@@ -7,12 +7,12 @@ import datetime as dt
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from relaywatch.export.metrics import MAX_LABEL, label
+from relaywatch.lab.pki import LabPKI, make_ca, make_leaf
+from relaywatch.lab.servers import LabServer, Mail, server_context
+from relaywatch.run.config import parse_config
+from relaywatch.run.state import AgentState
 
-from agent.export.metrics import MAX_LABEL, label
-from agent.lab.pki import LabPKI, make_ca, make_leaf
-from agent.lab.servers import LabServer, Mail, server_context
-from agent.run.config import parse_config
-from agent.run.state import AgentState
 from tests.conftest import probe
 
 
@@ -84,7 +84,7 @@ def test_path_worker_keeps_scapy_out_of_the_agent() -> None:
     import socket
     import sys
 
-    from agent.path.client import trace_path
+    from relaywatch.path.client import trace_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,9 +95,9 @@ def test_path_worker_keeps_scapy_out_of_the_agent() -> None:
 
 
 def test_host_metrics_are_bounded_and_labelled() -> None:
-    from agent.export.metrics import host_families
-    from agent.host.model import HostReport, StoreCA
-    from agent.model import LocalProcess
+    from relaywatch.export.metrics import host_families
+    from relaywatch.host.model import HostReport, StoreCA
+    from relaywatch.model import LocalProcess
 
     report = HostReport(
         (LocalProcess(42, "AvastSvc", "/opt/avast/AvastSvc", "Avast"),),

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from relaywatch.lab.servers import LabServer
 
-from agent.lab.servers import LabServer
 from tests.conftest import cli_json, run_cli
 
 JSON_KEYS = {

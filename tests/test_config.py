@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from agent.run.config import ConfigError, load_config, parse_config
+from relaywatch.run.config import ConfigError, load_config, parse_config
 
 
 def test_embedded_default_probes_microsoft_365() -> None:

@@ -6,8 +6,8 @@ import json
 import time
 
 import pytest
+from relaywatch.lab.hostile import hostile
 
-from agent.lab.hostile import hostile
 from tests.conftest import run_cli
 
 TIMEOUT = 3.0

@@ -12,8 +12,8 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from relaywatch.lab.demo import running_lab
 
-from agent.lab.demo import running_lab
 from tests.agent_helpers import get, prometheus, run_agent, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,7 +191,7 @@ def test_debian_package_installs_unit_config_and_a_working_venv(tmp_path: Path) 
         [
             str(root / "opt/relaywatch/bin/python"),
             "-m",
-            "agent",
+            "relaywatch",
             "analyze",
             "--at",
             "2022-01-01",

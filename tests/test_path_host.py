@@ -18,7 +18,7 @@ pytestmark = pytest.mark.peers
 @pytest.fixture
 def net(lab_dir: Path) -> Iterator[Net]:
     with topology() as n:
-        n.python(n.relay, "-m", "agent.lab.serve", "relay", str(lab_dir), "[::]:25", ready=":25")
+        n.python(n.relay, "-m", "relaywatch.lab.serve", "relay", str(lab_dir), "[::]:25", ready=":25")
         yield n
 
 
@@ -34,7 +34,7 @@ def check(
         net.client,
         sys.executable,
         "-m",
-        "agent",
+        "relaywatch",
         "check",
         "--json",
         "--path",
@@ -102,7 +102,14 @@ def test_routing_only_terminates_at_destination(net: Net, lab_dir: Path) -> None
 
 def test_implicit_tls_distance_comes_from_the_server_hello(net: Net, lab_dir: Path) -> None:
     net.python(
-        net.relay, "-m", "agent.lab.serve", "relay", str(lab_dir), "[::]:465", "--implicit-tls", ready=":465"
+        net.relay,
+        "-m",
+        "relaywatch.lab.serve",
+        "relay",
+        str(lab_dir),
+        "[::]:465",
+        "--implicit-tls",
+        ready=":465",
     )
     r = check(net, lab_dir, f"smtps://{RELAY_V4}:465")
     assert r["verdict"] == "ok" and r["path"]["status"] == "terminated_at_destination"
@@ -157,11 +164,11 @@ def test_without_raw_sockets_path_is_unavailable(net: Net, lab_dir: Path) -> Non
 
 def test_local_process_behind_a_redirect_is_named(net: Net, lab_dir: Path) -> None:
     """A local 'mitmdump' holds the far end of a probe to a remote relay: redirected on this host."""
-    net.python(net.relay, "-m", "agent.lab.serve", "relay", str(lab_dir), "[::]:2525", ready=":2525")
+    net.python(net.relay, "-m", "relaywatch.lab.serve", "relay", str(lab_dir), "[::]:2525", ready=":2525")
     net.python(
         net.client,
         "-m",
-        "agent.lab.serve",
+        "relaywatch.lab.serve",
         "resigner",
         str(lab_dir),
         "127.0.0.1:10026",
@@ -225,7 +232,7 @@ def agent_metrics(net: Net, lab_dir: Path, tmp_path: Path, prefix: tuple[str, ..
         *prefix,
         sys.executable,
         "-m",
-        "agent",
+        "relaywatch",
         "run",
         "--config.file",
         str(cfg),

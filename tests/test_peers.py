@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from relaywatch.analysis.profile import TrustProfile
+from relaywatch.lab.servers import LabServer
+from relaywatch.model import StartTLSState, Verdict
 
-from agent.analysis.profile import TrustProfile
-from agent.lab.servers import LabServer
-from agent.model import StartTLSState, Verdict
 from tests.conftest import probe
 from tests.peers import free_port, postfix_relay, sslsplit_autossl
 

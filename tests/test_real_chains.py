@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from relaywatch.analysis.profile import builtin_dir, load_profile
+from relaywatch.lab.pki import _name, forge, make_ca
 
-from agent.analysis.profile import builtin_dir, load_profile
-from agent.lab.pki import _name, forge, make_ca
 from tests.conftest import cli_json
 
 CERTS = builtin_dir() / "certs"

@@ -6,15 +6,15 @@ import time
 from pathlib import Path
 
 import pytest
+from relaywatch.lab.hostile import hostile
+from relaywatch.lab.pki import LabPKI
+from relaywatch.lab.servers import LabServer, Mail, server_context
+from relaywatch.pipeline import check_ref
+from relaywatch.run import scheduler as sched
+from relaywatch.run.config import parse_config
+from relaywatch.run.scheduler import Scheduler
+from relaywatch.run.state import AgentState
 
-from agent.lab.hostile import hostile
-from agent.lab.pki import LabPKI
-from agent.lab.servers import LabServer, Mail, server_context
-from agent.pipeline import check_ref
-from agent.run import scheduler as sched
-from agent.run.config import parse_config
-from agent.run.scheduler import Scheduler
-from agent.run.state import AgentState
 from tests.agent_helpers import wait_for
 
 

@@ -1,6 +1,5 @@
 import pytest
-
-from agent.target import TargetError, parse_target
+from relaywatch.target import TargetError, parse_target
 
 
 @pytest.mark.parametrize(

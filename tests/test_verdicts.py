@@ -7,15 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from relaywatch.analysis.profile import TrustProfile
+from relaywatch.lab.pki import LabPKI, make_ca, make_leaf
+from relaywatch.lab.proxies import Resigner, Stripper
+from relaywatch.lab.servers import LabServer, Mail, server_context
+from relaywatch.model import StartTLSState, Verdict
+from relaywatch.pipeline import check
+from relaywatch.probe.options import ProbeOptions
+from relaywatch.target import parse_target
 
-from agent.analysis.profile import TrustProfile
-from agent.lab.pki import LabPKI, make_ca, make_leaf
-from agent.lab.proxies import Resigner, Stripper
-from agent.lab.servers import LabServer, Mail, server_context
-from agent.model import StartTLSState, Verdict
-from agent.pipeline import check
-from agent.probe.options import ProbeOptions
-from agent.target import parse_target
 from tests.conftest import probe
 
 
@@ -234,7 +234,7 @@ def test_expired_intermediate_is_certificate_invalid_not_interception(
 ) -> None:
     import datetime as dt
 
-    from agent.lab.pki import _name
+    from relaywatch.lab.pki import _name
 
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
     old_ca = make_ca(_name("relaywatch Lab TLS CA OCSP 05"), pki.root, days=300, not_before=past)

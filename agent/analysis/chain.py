@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509 import verification as v
-
-from agent.analysis.certs import dns_names, fingerprint, rfc4514
+from relaywatch.analysis.certs import dns_names, fingerprint, rfc4514
 
 # What a local OpenSSL client would accept: any extensions, as long as CAs say they are CAs.
 _LENIENT_CA = v.ExtensionPolicy.permit_all().require_present(

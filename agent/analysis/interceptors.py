@@ -10,8 +10,7 @@ from importlib import resources
 
 import yaml
 from cryptography import x509
-
-from agent.analysis.certs import common_name, rfc4514, spki_sha256
+from relaywatch.analysis.certs import common_name, rfc4514, spki_sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +35,7 @@ class Match:
 
 @functools.cache
 def products() -> tuple[Product, ...]:
-    text = (resources.files("agent") / "data" / "interceptors.yml").read_text(encoding="utf-8")
+    text = (resources.files("relaywatch") / "data" / "interceptors.yml").read_text(encoding="utf-8")
     out = []
     for entry in yaml.safe_load(text)["products"]:
         out.append(

@@ -13,9 +13,8 @@ from typing import Any
 import yaml
 from cryptography import x509
 from cryptography.x509.verification import Store
-
-from agent.analysis.certs import fingerprint
-from agent.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.analysis.certs import fingerprint
+from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 
 TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
 # OpenSSL's names for the negotiated version -> the profile's spelling
@@ -46,7 +45,7 @@ class TrustProfile:
 
 
 def builtin_dir() -> Path:
-    return Path(str(resources.files("agent") / "data" / "profiles"))
+    return Path(str(resources.files("relaywatch") / "data" / "profiles"))
 
 
 def builtin_names() -> list[str]:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.verification import Store
-
-from agent.analysis.certs import spki_sha256
+from relaywatch.analysis.certs import spki_sha256
 
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 

@@ -12,13 +12,12 @@ import ipaddress
 from collections.abc import Sequence
 
 from cryptography import x509
-
-from agent.analysis import certs as certinfo
-from agent.analysis.chain import PathResult, PathStatus, validate
-from agent.analysis.interceptors import ca_spki, identify, identify_stripper, products
-from agent.analysis.profile import TrustProfile
-from agent.analysis.truststore import HostStore, host_store
-from agent.model import Analysis, Finding, Interceptor, ProbeRecord, Severity, StartTLSState, Verdict
+from relaywatch.analysis import certs as certinfo
+from relaywatch.analysis.chain import PathResult, PathStatus, validate
+from relaywatch.analysis.interceptors import ca_spki, identify, identify_stripper, products
+from relaywatch.analysis.profile import TrustProfile
+from relaywatch.analysis.truststore import HostStore, host_store
+from relaywatch.model import Analysis, Finding, Interceptor, ProbeRecord, Severity, StartTLSState, Verdict
 
 CRIT, WARN, INFO = Severity.CRITICAL, Severity.WARNING, Severity.INFO
 

@@ -11,12 +11,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-
-from agent import __version__
-from agent.export.exposition import render
-from agent.host.model import HostReport
-from agent.model import ProbeResult, StartTLSState, Verdict
-from agent.path.model import PathResult
+from relaywatch import __version__
+from relaywatch.export.exposition import render
+from relaywatch.host.model import HostReport
+from relaywatch.model import ProbeResult, StartTLSState, Verdict
+from relaywatch.path.model import PathResult
 
 MAX_LABEL = 64
 MAX_POSITIONS = 10

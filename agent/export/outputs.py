@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from agent.export.exposition import CONTENT_TYPE
+from relaywatch.export.exposition import CONTENT_TYPE
 
 log = logging.getLogger("relaywatch.outputs")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from agent.model import LocalProcess, ProbeResult, Verdict
+from relaywatch.model import LocalProcess, ProbeResult, Verdict
 
 VERDICT_TEXT: dict[Verdict, tuple[str, str]] = {
     Verdict.INTERCEPTED: (

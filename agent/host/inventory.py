@@ -11,11 +11,10 @@ import warnings
 
 import certifi
 from cryptography import x509
-
-from agent.analysis.certs import common_name, spki_sha256
-from agent.analysis.interceptors import products
-from agent.analysis.truststore import host_store
-from agent.host.model import HostReport, StoreCA
+from relaywatch.analysis.certs import common_name, spki_sha256
+from relaywatch.analysis.interceptors import products
+from relaywatch.analysis.truststore import host_store
+from relaywatch.host.model import HostReport, StoreCA
 
 MAX_LISTED = 50
 
@@ -67,7 +66,7 @@ def _product(cert: x509.Certificate) -> str | None:
 
 
 def inventory() -> HostReport:
-    from agent.host.processes import interceptor_processes
+    from relaywatch.host.processes import interceptor_processes
 
     store = host_store()
     stores = [(store.source, list(store.certificates)), *_platform_stores()]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.model import LocalProcess
+from relaywatch.model import LocalProcess
 
 
 @dataclass(frozen=True, slots=True)

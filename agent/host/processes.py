@@ -7,9 +7,8 @@ import os
 import socket
 
 import psutil
-
-from agent.analysis.interceptors import products
-from agent.model import LocalProcess
+from relaywatch.analysis.interceptors import products
+from relaywatch.model import LocalProcess
 
 
 def _product_of(name: str, exe: str) -> str | None:

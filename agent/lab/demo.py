@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.analysis.profile import TrustProfile, load_profile
-from agent.lab.pki import LabPKI, make_lab_pki
-from agent.lab.proxies import Resigner, Stripper
-from agent.lab.servers import LabServer, Mail, server_context
-from agent.model import Verdict
+from relaywatch.analysis.profile import TrustProfile, load_profile
+from relaywatch.lab.pki import LabPKI, make_lab_pki
+from relaywatch.lab.proxies import Resigner, Stripper
+from relaywatch.lab.servers import LabServer, Mail, server_context
+from relaywatch.model import Verdict
 
 
 @dataclass(frozen=True)

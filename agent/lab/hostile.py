@@ -6,8 +6,8 @@ import socket
 import struct
 import time
 
-from agent.lab.pki import Issued, make_ca, make_leaf
-from agent.lab.servers import EHLO_BEFORE, LabServer, Lines, server_context
+from relaywatch.lab.pki import Issued, make_ca, make_leaf
+from relaywatch.lab.servers import EHLO_BEFORE, LabServer, Lines, server_context
 
 KINDS = (
     "silent",

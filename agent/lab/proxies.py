@@ -9,9 +9,8 @@ import ssl
 import threading
 
 from cryptography import x509
-
-from agent.lab.pki import Issued, forge
-from agent.lab.servers import LabServer, Lines, server_context
+from relaywatch.lab.pki import Issued, forge
+from relaywatch.lab.servers import LabServer, Lines, server_context
 
 _UPGRADE = {"smtp": ("STARTTLS",), "imap": ("STARTTLS",), "pop3": ("STLS",)}
 

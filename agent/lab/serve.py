@@ -1,5 +1,5 @@
 """Run one lab component as a process of its own (for tests that place it in a network namespace, or
-give it a product's process name): `python -m agent.lab.serve relay|resigner DIR LISTEN [UPSTREAM]`."""
+give it a product's process name): `python -m relaywatch.lab.serve relay|resigner DIR LISTEN [UPSTREAM]`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import signal
 import threading
 from pathlib import Path
 
-from agent.lab.pki import Issued
-from agent.lab.proxies import Resigner
-from agent.lab.servers import LabServer, Mail, server_context
+from relaywatch.lab.pki import Issued
+from relaywatch.lab.proxies import Resigner
+from relaywatch.lab.servers import LabServer, Mail, server_context
 
 
 def set_process_name(name: str) -> None:
@@ -26,7 +26,7 @@ def _split(hostport: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agent.lab.serve")
+    p = argparse.ArgumentParser(prog="python -m relaywatch.lab.serve")
     p.add_argument("role", choices=("relay", "resigner"))
     p.add_argument("pki", type=Path, help="directory written by LabPKI.write()")
     p.add_argument("listen", help="host:port ([::]:25 listens on IPv4 and IPv6)")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.lab.pki import Issued
+from relaywatch.lab.pki import Issued
 
 EXCHANGE_HOST = "LAB0PR01MB0001.relaywatch.test"
 EHLO_BEFORE = [

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import threading
 
-from agent.path.judge import judge, unavailable
-from agent.path.model import PathResult, PathTrace
+from relaywatch.path.judge import judge, unavailable
+from relaywatch.path.model import PathResult, PathTrace
 
 _running: set[subprocess.Popen[str]] = set()
 _lock = threading.Lock()
@@ -30,7 +30,7 @@ def trace_path(
     prefix = shlex.split(os.environ.get("RELAYWATCH_PATH_WORKER", "")) or [
         sys.executable,
         "-m",
-        "agent.path.worker",
+        "relaywatch.path.worker",
     ]
     argv = [*prefix, address, str(port), "--max-hops", str(max_hops), "--timeout", str(timeout)]
     if implicit_tls:

@@ -4,7 +4,7 @@ packets altered on the way."""
 
 from __future__ import annotations
 
-from agent.path.model import PathResult, PathTrace
+from relaywatch.path.model import PathResult, PathTrace
 
 _INITIAL_TTLS = (32, 64, 128, 255)
 

@@ -10,6 +10,7 @@ import ssl
 import time
 from typing import Any
 
+from relaywatch.path.model import Hop, PathTrace
 from scapy.all import (  # type: ignore[attr-defined]
     ICMP,
     IP,
@@ -25,8 +26,6 @@ from scapy.all import (  # type: ignore[attr-defined]
     conf,
     sr,
 )
-
-from agent.path.model import Hop, PathTrace
 
 SENT_MSS, SENT_WINDOW, SENT_WSCALE = 1460, 64240, 7
 conf.verb = 0

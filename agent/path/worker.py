@@ -1,4 +1,4 @@
-"""The path worker: `python -m agent.path.worker ADDRESS PORT` prints one JSON PathTrace (or why it cannot).
+"""The path worker: `python -m relaywatch.path.worker ADDRESS PORT` prints one JSON PathTrace (or why not).
 
 A process of its own, so scapy's import (tens of MB) and its raw sockets never live in the agent."""
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         json.dump({"unavailable": reason}, sys.stdout)
         return 0
-    from agent.path.trace import measure  # scapy: only now, only here
+    from relaywatch.path.trace import measure  # scapy: only now, only here
 
     try:
         trace = measure(args.address, args.port, max(1, min(args.max_hops, 32)), args.timeout, args.tls)

@@ -10,8 +10,8 @@ import errno
 import socket
 from typing import Protocol
 
-from agent.model import TranscriptLine
-from agent.probe.limits import Clock, ProbeError
+from relaywatch.model import TranscriptLine
+from relaywatch.probe.limits import Clock, ProbeError
 
 
 class Stream(Protocol):

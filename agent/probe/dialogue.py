@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from agent.model import StartTLSState
-from agent.probe.connect import LineChannel
+from relaywatch.model import StartTLSState
+from relaywatch.probe.connect import LineChannel
 
 _FILLER = "X*#"
 

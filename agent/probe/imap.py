@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import re
 
-from agent.probe.connect import LineChannel
-from agent.probe.limits import ProbeError
+from relaywatch.probe.connect import LineChannel
+from relaywatch.probe.limits import ProbeError
 
 _CAPS_IN_TEXT = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 

@@ -6,7 +6,7 @@ import functools
 import socket
 from dataclasses import dataclass
 
-from agent.probe.limits import Limits
+from relaywatch.probe.limits import Limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.probe.connect import LineChannel
-from agent.probe.limits import ProbeError
+from relaywatch.probe.connect import LineChannel
+from relaywatch.probe.limits import ProbeError
 
 
 class POP3:

@@ -6,7 +6,7 @@ import concurrent.futures
 import ipaddress
 import socket
 
-from agent.probe.limits import ProbeError
+from relaywatch.probe.limits import ProbeError
 
 MAX_ADDRESSES = 16
 FAMILIES = {"4": socket.AF_INET, "6": socket.AF_INET6, "any": socket.AF_UNSPEC}

@@ -11,7 +11,7 @@ import datetime as dt
 import socket
 import time
 
-from agent.model import (
+from relaywatch.model import (
     LocalProcess,
     ProbeFailure,
     ProbeRecord,
@@ -20,16 +20,16 @@ from agent.model import (
     TLSSession,
     TranscriptLine,
 )
-from agent.probe import tls
-from agent.probe.connect import LineChannel, SocketStream, open_connection
-from agent.probe.dialogue import Dialogue, classify
-from agent.probe.imap import IMAP
-from agent.probe.limits import Clock, ProbeError
-from agent.probe.options import ProbeOptions, default_ehlo_name
-from agent.probe.pop3 import POP3
-from agent.probe.resolve import resolve
-from agent.probe.smtp import SMTP
-from agent.target import Target
+from relaywatch.probe import tls
+from relaywatch.probe.connect import LineChannel, SocketStream, open_connection
+from relaywatch.probe.dialogue import Dialogue, classify
+from relaywatch.probe.imap import IMAP
+from relaywatch.probe.limits import Clock, ProbeError
+from relaywatch.probe.options import ProbeOptions, default_ehlo_name
+from relaywatch.probe.pop3 import POP3
+from relaywatch.probe.resolve import resolve
+from relaywatch.probe.smtp import SMTP
+from relaywatch.target import Target
 
 
 def _dialogue(target: Target, options: ProbeOptions) -> Dialogue | None:
@@ -165,7 +165,7 @@ def probe_address(
 
 
 def _local_peer(sock: socket.socket, clock: Clock) -> LocalProcess | None:
-    from agent.host.processes import local_peer  # host inspection: only when asked
+    from relaywatch.host.processes import local_peer  # host inspection: only when asked
 
     start = time.monotonic()
     try:

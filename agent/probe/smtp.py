@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agent.probe.connect import LineChannel
-from agent.probe.limits import ProbeError
+from relaywatch.probe.connect import LineChannel
+from relaywatch.probe.limits import ProbeError
 
 _CODE = re.compile(r"[0-9]{3}")  # ASCII digits only: "²²⁰".isdigit() is True
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from OpenSSL import SSL, crypto
-
-from agent.model import TLSSession
-from agent.probe.connect import SocketStream
-from agent.probe.limits import Clock, ProbeError
+from relaywatch.model import TLSSession
+from relaywatch.probe.connect import SocketStream
+from relaywatch.probe.limits import Clock, ProbeError
 
 _CONTEXT: SSL.Context | None = None
 

@@ -10,16 +10,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.export.outputs import Outputs
-from agent.run.client import Worker
-from agent.run.config import Config, ConfigError, load_config
-from agent.run.events import EventLog
-from agent.run.evidence import HostWatch, PathRunner
-from agent.run.malloc import fewer_malloc_arenas
-from agent.run.scheduler import Scheduler
-from agent.run.state import AgentState
-from agent.run.web import Web
-from agent.run.webconfig import load_web_config
+from relaywatch.export.outputs import Outputs
+from relaywatch.run.client import Worker
+from relaywatch.run.config import Config, ConfigError, load_config
+from relaywatch.run.events import EventLog
+from relaywatch.run.evidence import HostWatch, PathRunner
+from relaywatch.run.malloc import fewer_malloc_arenas
+from relaywatch.run.scheduler import Scheduler
+from relaywatch.run.state import AgentState
+from relaywatch.run.web import Web
+from relaywatch.run.webconfig import load_web_config
 
 log = logging.getLogger("relaywatch")
 WORKER_THREADS = 128  # an upper bound: the scheduler's `concurrency` decides how many probes run at once

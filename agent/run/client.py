@@ -11,12 +11,12 @@ import sys
 import threading
 from typing import Any
 
-from agent.analysis.profile_ref import ProfileError, ProfileRef
-from agent.host.model import HostReport
-from agent.model import ProbeResult
-from agent.probe.options import ProbeOptions
-from agent.run.frames import read_frame, write_frame
-from agent.target import Target
+from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.host.model import HostReport
+from relaywatch.model import ProbeResult
+from relaywatch.probe.options import ProbeOptions
+from relaywatch.run.frames import read_frame, write_frame
+from relaywatch.target import Target
 
 log = logging.getLogger("relaywatch.worker")
 
@@ -43,7 +43,7 @@ class Worker:
                 self.restarts += 1
                 log.warning("probe worker exited (%s); starting a new one", self._proc.returncode)
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.run.worker", str(self.concurrency)],
+                [sys.executable, "-m", "relaywatch.run.worker", str(self.concurrency)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from agent.analysis.profile_ref import ProfileError, ProfileRef
-from agent.target import Target, TargetError, parse_target
+from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.target import Target, TargetError, parse_target
 
 DEFAULT_CONFIG = """\
 interval: 60s
@@ -112,7 +111,7 @@ Profiles = Callable[[str], ProfileRef]
 
 def local_profiles(spec: str) -> ProfileRef:
     """Load and check a profile in this process (the agent passes its probe worker's loader instead)."""
-    from agent.analysis.profile import profile_ref
+    from relaywatch.analysis.profile import profile_ref
 
     return profile_ref(spec)
 

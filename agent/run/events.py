@@ -9,9 +9,9 @@ import logging
 import logging.handlers
 from collections.abc import Sequence
 
-from agent.model import ProbeResult
-from agent.run.config import TargetConfig
-from agent.run.state import Change
+from relaywatch.model import ProbeResult
+from relaywatch.run.config import TargetConfig
+from relaywatch.run.state import Change
 
 
 class EventLog:

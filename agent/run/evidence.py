@@ -9,11 +9,11 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from agent.host.model import HostReport
-from agent.model import ProbeResult
-from agent.path.client import stop_all, trace_path
-from agent.run.config import TargetConfig
-from agent.run.state import AgentState, Change
+from relaywatch.host.model import HostReport
+from relaywatch.model import ProbeResult
+from relaywatch.path.client import stop_all, trace_path
+from relaywatch.run.config import TargetConfig
+from relaywatch.run.state import AgentState, Change
 
 log = logging.getLogger("relaywatch.evidence")
 

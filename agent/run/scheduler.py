@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from agent.analysis.profile_ref import ProfileRef
-from agent.model import (
+from relaywatch.analysis.profile_ref import ProfileRef
+from relaywatch.model import (
     Analysis,
     Finding,
     ProbeFailure,
@@ -25,11 +25,11 @@ from agent.model import (
     StartTLSState,
     Verdict,
 )
-from agent.probe.limits import Limits
-from agent.probe.options import ProbeOptions
-from agent.run.config import TargetConfig
-from agent.run.state import AgentState, Change
-from agent.target import Target
+from relaywatch.probe.limits import Limits
+from relaywatch.probe.options import ProbeOptions
+from relaywatch.run.config import TargetConfig
+from relaywatch.run.state import AgentState, Change
+from relaywatch.target import Target
 
 # how a target gets probed: the probe worker in the agent (client.Worker.probe), in-process in tests
 Prober = Callable[[Target, ProfileRef, ProbeOptions], list[ProbeResult]]

@@ -9,12 +9,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.export.exposition import expose
-from agent.export.metrics import Series, host_families, info_families, series_layout
-from agent.host.model import HostReport
-from agent.model import ProbeResult, Verdict
-from agent.path.model import PathResult
-from agent.run.config import Config, TargetConfig
+from relaywatch.export.exposition import expose
+from relaywatch.export.metrics import Series, host_families, info_families, series_layout
+from relaywatch.host.model import HostReport
+from relaywatch.model import ProbeResult, Verdict
+from relaywatch.path.model import PathResult
+from relaywatch.run.config import Config, TargetConfig
 
 HISTORY = 100
 

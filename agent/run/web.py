@@ -14,15 +14,15 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from agent.analysis.profile_ref import ProfileError, ProfileRef
-from agent.export.exposition import CONTENT_TYPE, expose
-from agent.export.metrics import Series, series_layout
-from agent.export.report import VERDICT_TEXT
-from agent.run.config import TargetConfig
-from agent.run.scheduler import Prober, options_for
-from agent.run.state import AgentState, Entry
-from agent.run.webconfig import WebConfig
-from agent.target import TargetError, parse_target
+from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.export.exposition import CONTENT_TYPE, expose
+from relaywatch.export.metrics import Series, series_layout
+from relaywatch.export.report import VERDICT_TEXT
+from relaywatch.run.config import TargetConfig
+from relaywatch.run.scheduler import Prober, options_for
+from relaywatch.run.state import AgentState, Entry
+from relaywatch.run.webconfig import WebConfig
+from relaywatch.target import TargetError, parse_target
 
 log = logging.getLogger("relaywatch.web")
 COLOURS = {
@@ -46,7 +46,7 @@ class Web:
         probe: Prober | None = None,
         profiles: Callable[[str], ProfileRef] | None = None,
     ) -> None:
-        from agent.run.config import local_profiles
+        from relaywatch.run.config import local_profiles
 
         self.state, self.reload = state, reload
         self.web_config = web_config or WebConfig()
@@ -298,7 +298,7 @@ class Web:
 
 
 def _local_probe(target, profile, options):  # type: ignore[no-untyped-def]
-    from agent.pipeline import check_ref
+    from relaywatch.pipeline import check_ref
 
     return check_ref(target, profile, options)
 

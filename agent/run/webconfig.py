@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-
-from agent.run.config import ConfigError
+from relaywatch.run.config import ConfigError
 
 # exporter-toolkit's client_auth_type values -> what Python's ssl module can enforce
 _CLIENT_AUTH = {

@@ -1,4 +1,4 @@
-"""The probe worker: `python -m agent.run.worker CONCURRENCY`, started and fed by the agent (client.py).
+"""The probe worker: `python -m relaywatch.run.worker CONCURRENCY`, started and fed by the agent (client.py).
 
 TLS, the parsing of attacker-controlled certificates and the chain analysis run here, in a process of
 their own: the agent's main process stays small (no X.509 or TLS stack loaded) and a crash on hostile
@@ -12,10 +12,10 @@ import sys
 import threading
 from typing import Any
 
-from agent.analysis.profile import ProfileError, TrustProfile, load_profile
-from agent.pipeline import check
-from agent.run.frames import read_frame, write_frame
-from agent.run.malloc import fewer_malloc_arenas
+from relaywatch.analysis.profile import ProfileError, TrustProfile, load_profile
+from relaywatch.pipeline import check
+from relaywatch.run.frames import read_frame, write_frame
+from relaywatch.run.malloc import fewer_malloc_arenas
 
 # Profiles as checked when the agent (re)loaded its config, by digest: an edit on disk takes effect at
 # the next reload, which checks it first, never behind the agent's back.
@@ -45,7 +45,7 @@ def handle(kind: str, payload: Any) -> Any:
         _remember(profile)
         return profile.ref()
     if kind == "host":
-        from agent.host.inventory import inventory
+        from relaywatch.host.inventory import inventory
 
         return inventory()
     raise ValueError(f"unknown request {kind!r}")

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from relaywatch import __version__
+from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError
-from relaywatch.export.report import VERDICT_TEXT, render, safe
+from relaywatch.export.report import render, safe
 from relaywatch.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, TLSSession, Verdict
 from relaywatch.probe.limits import Limits
 from relaywatch.probe.options import ProbeOptions
@@ -52,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print a JSON list of results")
     c.add_argument("--timeout", type=float, default=10.0, help="seconds per probe (default 10)")
     c.add_argument("--ehlo-name", help="name for EHLO (default: this host's FQDN)")
-    c.add_argument("--address-family", choices=("4", "6", "any"), default="any")
+    c.add_argument(
+        "--address-family", type=AddressFamily, choices=list(AddressFamily), default=AddressFamily.ANY
+    )
     c.add_argument("--first-address", action="store_true", help="probe only the first address of each host")
     c.add_argument("--transcript", action="store_true", help="show the protocol transcript")
     c.add_argument(
@@ -256,7 +259,7 @@ def _demo(args: argparse.Namespace) -> int:
                 )
             print("\nWhat each verdict means:")
             for v in dict.fromkeys(r.verdict for r in results):
-                print(f"  {v}: {VERDICT_TEXT[v][0]}")
+                print(f"  {v}: {v.meaning}")
             print("\nFull evidence for one probe: relaywatch check --profile PROFILE --transcript TARGET")
         ok = all(r.verdict is s.expected for s, r in zip(lab.scenarios, results, strict=True))
         return EXIT_OK if ok else EXIT_FINDING

@@ -14,19 +14,90 @@ from relaywatch.target import Target
 
 
 class Verdict(enum.StrEnum):
-    """Most severe first: the order is the contract for picking one verdict per probe."""
+    """Most severe first: the declaration order is the contract for picking one verdict per probe.
 
-    INTERCEPTED = "intercepted"
-    STARTTLS_STRIPPED = "starttls_stripped"
-    TLS_DOWNGRADED = "tls_downgraded"
-    CERTIFICATE_INVALID = "certificate_invalid"
-    PROTOCOL_ERROR = "protocol_error"
-    UNREACHABLE = "unreachable"
-    OK = "ok"
+    Every fact about a verdict stands beside it (one place): its meaning and advice for the report and
+    the status page, its colour for the page and the dashboard, and whether it means interception.
+    A verdict added here appears in the report, the page, the metrics, the dashboard and the rules' tests.
+    """
+
+    meaning: str
+    advice: str
+    colour: str
+
+    def __new__(cls, value: str, colour: str, meaning: str, advice: str) -> Verdict:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.colour, member.meaning, member.advice = colour, meaning, advice
+        return member
+
+    INTERCEPTED = (
+        "intercepted",
+        "#8f0014",
+        "the TLS session is re-signed by something between this host and the relay (TLS interception)",
+        "find the product named below (antivirus mail shield, firewall or proxy doing TLS inspection) and "
+        "exempt the relay from it; until then mail and credentials are readable by it",
+    )
+    STARTTLS_STRIPPED = (
+        "starttls_stripped",
+        "#d00000",
+        "STARTTLS was hidden or refused on the way, so mail would travel in clear text",
+        "check firewalls for ESMTP inspection (Cisco ASA: 'no allow-tls' in the ESMTP policy map) and "
+        "security software that proxies SMTP",
+    )
+    TLS_DOWNGRADED = (
+        "tls_downgraded",
+        "#e05a00",
+        "TLS was negotiated below the profile's minimum version",
+        "look for a middlebox that terminates TLS with old settings, or a relay that is not the real one",
+    )
+    CERTIFICATE_INVALID = (
+        "certificate_invalid",
+        "#c27c00",
+        "the chain leads to the expected roots, but the certificate is expired, not yet valid, or for "
+        "another name",
+        "check this host's clock first; then the target name and the profile's names",
+    )
+    PROTOCOL_ERROR = (
+        "protocol_error",
+        "#8a6d00",
+        "the peer did not complete the mail dialogue or the TLS handshake",
+        "see the transcript: a middlebox may reset, stall or block the session",
+    )
+    UNREACHABLE = (
+        "unreachable",
+        "#6e6e6e",
+        "the relay could not be reached",
+        "check DNS, routing and outbound firewall rules for this port",
+    )
+    OK = (
+        "ok",
+        "#1a7f37",
+        "the path presents the relay's real chain over a proper TLS session",
+        "nothing",
+    )
+
+    @classmethod
+    def of(cls, value: str) -> Verdict:
+        """The member for its exported word (`Verdict(value)` would read as a call of __new__)."""
+        try:
+            return _BY_VALUE[value]
+        except KeyError:
+            raise ValueError(f"unknown verdict {value!r}") from None
 
     @property
     def severity_rank(self) -> int:
-        return list(Verdict).index(self)
+        """0 for the most severe; the order of declaration."""
+        return _RANK[self]
+
+    @property
+    def is_interception(self) -> bool:
+        """What relaywatch_interception_detected and the paging alert mean."""
+        return self is Verdict.INTERCEPTED
+
+
+_RANK = {v: i for i, v in enumerate(Verdict)}
+_BY_VALUE = {v.value: v for v in Verdict}
 
 
 class StartTLSState(enum.StrEnum):

@@ -7,26 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from relaywatch.model import Verdict
+
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'instance=~"$instance", target=~"$target"'
-VERDICT_CODES = [
-    "ok",
-    "unreachable",
-    "protocol_error",
-    "certificate_invalid",
-    "tls_downgraded",
-    "starttls_stripped",
-    "intercepted",
-]
-COLOURS = {
-    "ok": "green",
-    "unreachable": "#8e8e8e",
-    "protocol_error": "#c4a000",
-    "certificate_invalid": "orange",
-    "tls_downgraded": "orange",
-    "starttls_stripped": "red",
-    "intercepted": "dark-red",
-}
+# Least severe first, so "higher is worse" on a state timeline; words and colours come from the enum.
+VERDICT_CODES = [str(v) for v in reversed(Verdict)]
+COLOURS = {str(v): v.colour for v in Verdict}
 
 # One number per verdict, so a state timeline can colour it: max over the state set of (is current) * code.
 VERDICT_EXPR = (

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile import TrustProfile
 from relaywatch.lab.pki import LabPKI, make_ca, make_leaf
 from relaywatch.lab.proxies import Resigner, Stripper
@@ -216,7 +217,7 @@ def test_every_address_is_probed_apart(pki: LabPKI, lab_profile: TrustProfile, d
             only_v6 = check(
                 parse_target(f"smtp://{dual_stack_name}:{port}"),
                 lab_profile,
-                ProbeOptions(address_family="6"),
+                ProbeOptions(address_family=AddressFamily.V6),
             )
             first = check(
                 parse_target(f"smtp://{dual_stack_name}:{port}"),

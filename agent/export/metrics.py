@@ -15,7 +15,7 @@ from relaywatch import __version__
 from relaywatch.export.exposition import render
 from relaywatch.host.model import HostReport
 from relaywatch.model import ProbeResult, StartTLSState, Verdict
-from relaywatch.path.model import PathResult
+from relaywatch.path.model import PathResult, PathStatus
 
 MAX_LABEL = 64
 MAX_POSITIONS = 10
@@ -178,9 +178,6 @@ def info_families(profiles: Iterable[tuple[str, str]], worker_restarts: int = 0)
     yield from (build, prof, restarts)
 
 
-PATH_STATUSES = ("terminated_at_destination", "terminated_early", "inconclusive", "unavailable")
-
-
 def path_families(
     series: Sequence[Series],
     paths: Mapping[tuple[str, str], PathResult],
@@ -202,14 +199,14 @@ def path_families(
         if p is None:
             continue
         base = [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in extra_label_names)]
-        for st in PATH_STATUSES:
-            status.add_metric([*base, st], 1.0 if p.status == st else 0.0)
-        if p.status == "unavailable":
+        for st in PathStatus:
+            status.add_metric([*base, str(st)], 1.0 if p.status is st else 0.0)
+        if p.status is PathStatus.UNAVAILABLE:
             continue
         for fam, value in ((hops, p.hops), (term, p.terminating_hop), (dest, p.destination_hop)):
             if value is not None:
                 fam.add_metric(base, float(value))
-        middlebox.add_metric(base, 1.0 if p.status == "terminated_early" else 0.0)
+        middlebox.add_metric(base, 1.0 if p.status.middlebox else 0.0)
         modified.add_metric(base, 1.0 if p.packet_modified else 0.0)
     yield from (status, hops, term, dest, middlebox, modified)
 

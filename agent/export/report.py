@@ -10,37 +10,6 @@ from collections.abc import Iterable
 
 from relaywatch.model import LocalProcess, ProbeResult, Verdict
 
-VERDICT_TEXT: dict[Verdict, tuple[str, str]] = {
-    Verdict.INTERCEPTED: (
-        "the TLS session is re-signed by something between this host and the relay (TLS interception)",
-        "find the product named below (antivirus mail shield, firewall or proxy doing TLS inspection) and "
-        "exempt the relay from it; until then mail and credentials are readable by it",
-    ),
-    Verdict.STARTTLS_STRIPPED: (
-        "STARTTLS was hidden or refused on the way, so mail would travel in clear text",
-        "check firewalls for ESMTP inspection (Cisco ASA: 'no allow-tls' in the ESMTP policy map) and "
-        "security software that proxies SMTP",
-    ),
-    Verdict.TLS_DOWNGRADED: (
-        "TLS was negotiated below the profile's minimum version",
-        "look for a middlebox that terminates TLS with old settings, or a relay that is not the real one",
-    ),
-    Verdict.CERTIFICATE_INVALID: (
-        "the chain leads to the expected roots, but the certificate is expired, not yet valid, or for "
-        "another name",
-        "check this host's clock first; then the target name and the profile's names",
-    ),
-    Verdict.PROTOCOL_ERROR: (
-        "the peer did not complete the mail dialogue or the TLS handshake",
-        "see the transcript: a middlebox may reset, stall or block the session",
-    ),
-    Verdict.UNREACHABLE: (
-        "the relay could not be reached",
-        "check DNS, routing and outbound firewall rules for this port",
-    ),
-    Verdict.OK: ("the path presents the relay's real chain over a proper TLS session", "nothing"),
-}
-
 # every control character (newlines too: a certificate must not forge a report line) and the
 # bidirectional overrides that reorder what a terminal shows
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -62,14 +31,13 @@ def render(results: Iterable[ProbeResult], transcript: bool = False) -> str:
 def render_one(result: ProbeResult, transcript: bool = False) -> str:
     r, a = result.record, result.analysis
     mode = "STARTTLS" if r.target.starttls else "implicit TLS"
-    words, todo = VERDICT_TEXT[a.verdict]
     out = [
         f"{safe(r.target.raw)}  ({r.target.protocol}, {mode}, port {r.target.port})"
         f"  address {r.address or '-'}",
-        f"  Verdict:   {a.verdict.upper()}: {words}",
+        f"  Verdict:   {a.verdict.upper()}: {a.verdict.meaning}",
     ]
     if a.verdict is not Verdict.OK:
-        out.append(f"  What to do: {todo}")
+        out.append(f"  What to do: {a.verdict.advice}")
     out.append(f"  Profile:   {safe(a.profile)} {safe(a.profile_version)}")
     caps = ", ".join(safe(c, 40) for c in r.starttls.capabilities_after_tls[:12])
     out.append(

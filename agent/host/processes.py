@@ -7,6 +7,7 @@ import os
 import socket
 
 import psutil
+from relaywatch.addresses import socket_family
 from relaywatch.analysis.interceptors import products
 from relaywatch.model import LocalProcess
 
@@ -71,7 +72,7 @@ def local_peer(local: tuple[str, int]) -> LocalProcess | None:
 
 def _hex_endpoint(ip: str, port: int) -> str:
     """An endpoint as /proc/net/tcp{,6} writes it: address bytes in host order per 32-bit word, then port."""
-    packed = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    packed = socket.inet_pton(socket_family(ip), ip)
     words = [packed[i : i + 4][::-1] for i in range(0, len(packed), 4)]  # little-endian hosts
     return b"".join(words).hex().upper() + f":{port:04X}"
 

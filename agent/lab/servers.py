@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from relaywatch.addresses import socket_family
 from relaywatch.lab.pki import Issued
 
 EXCHANGE_HOST = "LAB0PR01MB0001.relaywatch.test"
@@ -89,7 +90,7 @@ class LabServer:
                 with contextlib.suppress(OSError, ssl.SSLError, ValueError):
                     outer.handle_fn(self.request, outer)
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family = socket_family(host)
         _Server.address_family = family
         self.server = _Server((host, port), Handler)
         self.host = host

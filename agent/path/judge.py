@@ -4,7 +4,7 @@ packets altered on the way."""
 
 from __future__ import annotations
 
-from relaywatch.path.model import PathResult, PathTrace
+from relaywatch.path.model import PathResult, PathStatus, PathTrace
 
 _INITIAL_TTLS = (32, 64, 128, 255)
 
@@ -18,7 +18,7 @@ def distance_from_ttl(ttl: int | None) -> int | None:
 
 
 def unavailable(reason: str) -> PathResult:
-    return PathResult("unavailable", reason, None, None, None, None, None, False, (), None)
+    return PathResult(PathStatus.UNAVAILABLE, reason, None, None, None, None, None, False, (), None)
 
 
 def judge(trace: PathTrace) -> PathResult:
@@ -40,16 +40,16 @@ def judge(trace: PathTrace) -> PathResult:
     )
     if t is None:
         return PathResult(
-            "inconclusive", "no SYN-ACK or RST came back for the mail port", middlebox=None, **base
+            PathStatus.INCONCLUSIVE, "no SYN-ACK or RST came back for the mail port", middlebox=None, **base
         )
     if d is None:
         if server_distance is not None and server_distance < t:
             why = (
                 f"ICMP echo unanswered; the server's packets travelled {server_distance} hops, fewer than {t}"
             )
-            return PathResult("terminated_early", why, middlebox=None, **base)
+            return PathResult(PathStatus.TERMINATED_EARLY, why, middlebox=None, **base)
         return PathResult(
-            "inconclusive",
+            PathStatus.INCONCLUSIVE,
             f"the mail port answers at hop {t}, but ICMP echo to the address is "
             "filtered, so the destination's distance is unknown",
             middlebox=None,
@@ -70,6 +70,6 @@ def judge(trace: PathTrace) -> PathResult:
             f"the mail port answers at hop {t}{where} while the address itself is {d} hops away: "
             "something on the path terminates the TCP session (transparent proxy or intercepting firewall)"
         )
-        return PathResult("terminated_early", why, middlebox=middlebox, **base)
+        return PathResult(PathStatus.TERMINATED_EARLY, why, middlebox=middlebox, **base)
     why = f"the mail port answers at hop {t}, the destination's own distance ({d})"
-    return PathResult("terminated_at_destination", why, middlebox=None, **base)
+    return PathResult(PathStatus.TERMINATED_AT_DESTINATION, why, middlebox=None, **base)

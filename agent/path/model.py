@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
 from typing import Any
+
+
+class PathStatus(enum.StrEnum):
+    """The conclusions of a path trace; the judge, the metrics (a state set) and the dashboard use these."""
+
+    TERMINATED_AT_DESTINATION = "terminated_at_destination"
+    TERMINATED_EARLY = "terminated_early"  # a transparent proxy or intercepting firewall on the path
+    INCONCLUSIVE = "inconclusive"  # ICMP filtered: the destination's distance is unknown
+    UNAVAILABLE = "unavailable"  # no raw sockets (CAP_NET_RAW) or no address to trace
+
+    @property
+    def middlebox(self) -> bool:
+        return self is PathStatus.TERMINATED_EARLY
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +63,7 @@ class PathTrace:
 class PathResult:
     """The judgement, with the numbers that back it."""
 
-    status: str  # terminated_at_destination, terminated_early, inconclusive, unavailable
+    status: PathStatus
     reason: str
     hops: int | None  # hops seen in the trace
     terminating_hop: int | None  # TTL at which the mail port first answered (SYN-ACK or RST)

@@ -10,6 +10,7 @@ import ssl
 import time
 from typing import Any
 
+from relaywatch.addresses import is_ipv6, socket_family
 from relaywatch.path.model import Hop, PathTrace
 from scapy.all import (  # type: ignore[attr-defined]
     ICMP,
@@ -39,12 +40,8 @@ def _use_loopback_sockets(address: str) -> None:
         conf.L3socket, conf.L3socket6 = L3RawSocket, L3RawSocket6
 
 
-def _is_v6(address: str) -> bool:
-    return ipaddress.ip_address(address).version == 6
-
-
 def _ip(address: str, ttl: int):  # type: ignore[no-untyped-def]
-    return IPv6(dst=address, hlim=ttl) if _is_v6(address) else IP(dst=address, ttl=ttl)
+    return IPv6(dst=address, hlim=ttl) if is_ipv6(address) else IP(dst=address, ttl=ttl)
 
 
 def _options() -> list[tuple[str, Any]]:
@@ -103,7 +100,7 @@ def tcp_trace(address: str, port: int, max_hops: int, timeout: float) -> tuple[H
     answered, _ = sr(probes, timeout=timeout, inter=0.002, verbose=0)
     by_ttl: dict[int, Hop] = {}
     for sent, reply in answered:
-        ttl = int(sent.hlim if _is_v6(address) else sent.ttl)
+        ttl = int(sent.hlim if is_ipv6(address) else sent.ttl)
         rtt = (reply.time - sent.sent_time) * 1000 if sent.sent_time else None
         src = reply.src
         if reply.haslayer(TCP) and not reply.haslayer(TCPerror):
@@ -127,7 +124,7 @@ def tcp_trace(address: str, port: int, max_hops: int, timeout: float) -> tuple[H
 
 def echo_trace(address: str, max_hops: int, timeout: float) -> tuple[Hop, ...]:
     ident = random.getrandbits(16)
-    if _is_v6(address):
+    if is_ipv6(address):
         probes = [
             IPv6(dst=address, hlim=t) / ICMPv6EchoRequest(id=ident, seq=t) for t in range(1, max_hops + 1)
         ]
@@ -136,7 +133,7 @@ def echo_trace(address: str, max_hops: int, timeout: float) -> tuple[Hop, ...]:
     answered, _ = sr(probes, timeout=timeout, inter=0.002, verbose=0)
     by_ttl: dict[int, Hop] = {}
     for sent, reply in answered:
-        ttl = int(sent.hlim if _is_v6(address) else sent.ttl)
+        ttl = int(sent.hlim if is_ipv6(address) else sent.ttl)
         rtt = (reply.time - sent.sent_time) * 1000 if sent.sent_time else None
         echo = reply.haslayer(ICMPv6EchoReply) or (
             reply.haslayer(ICMP) and reply[ICMP].type == 0 and not reply.haslayer(IPerror)
@@ -161,7 +158,7 @@ def server_ttls(
     sniffer.start()
     time.sleep(0.2)
     try:
-        family = socket.AF_INET6 if _is_v6(address) else socket.AF_INET
+        family = socket_family(address)
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect((address, port))

@@ -10,6 +10,7 @@ import errno
 import socket
 from typing import Protocol
 
+from relaywatch.addresses import socket_family
 from relaywatch.model import TranscriptLine
 from relaywatch.probe.limits import Clock, ProbeError
 
@@ -44,7 +45,7 @@ class SocketStream:
 
 
 def open_connection(address: str, port: int, clock: Clock) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    family = socket_family(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.settimeout(clock.remaining())
     try:

@@ -17,6 +17,12 @@ class Limits:
     max_handshake_bytes: int = 1 << 20  # TLS bytes read until the handshake completes
     max_chain: int = 16  # certificates kept from the presented chain
     max_cert_size: int = 32 * 1024  # DER bytes of one certificate
+    max_addresses: int = 16  # addresses probed per target: each is a probe and a set of series
+
+    @property
+    def target_timeout(self) -> float:
+        """The longest one target can take: its addresses one after another, each within its timeout."""
+        return self.timeout * self.max_addresses
 
     def with_timeout(self, timeout: float) -> Limits:
         return dataclasses.replace(self, timeout=timeout, phase_timeout=min(timeout, self.phase_timeout))

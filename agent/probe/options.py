@@ -6,6 +6,7 @@ import functools
 import socket
 from dataclasses import dataclass
 
+from relaywatch.addresses import AddressFamily
 from relaywatch.probe.limits import Limits
 
 
@@ -13,7 +14,7 @@ from relaywatch.probe.limits import Limits
 class ProbeOptions:
     limits: Limits = Limits()
     ehlo_name: str | None = None
-    address_family: str = "any"  # 4, 6, any
+    address_family: AddressFamily = AddressFamily.ANY
     first_address: bool = False
     inspect_local_peer: bool = False  # find the process on this host that holds the far end (psutil)
 

@@ -47,7 +47,13 @@ def probe_target(target: Target, options: ProbeOptions = ProbeOptions()) -> list
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     try:
-        addresses = resolve(target.host, target.port, options.address_family, options.limits.timeout)
+        addresses = resolve(
+            target.host,
+            target.port,
+            options.address_family,
+            options.limits.timeout,
+            options.limits.max_addresses,
+        )
     except ProbeError as exc:
         failure = ProbeFailure(exc.phase, exc.kind, exc.message)
         return [

@@ -103,9 +103,9 @@ class Worker:
             raise WorkerError(f"no answer from the probe worker within {timeout:g}s") from exc
 
     def probe(self, target: Target, profile: ProfileRef, options: ProbeOptions) -> list[ProbeResult]:
-        # every address in turn, each bounded by its own timeout; a margin for start-up and analysis
+        # a margin for start-up and analysis beyond the longest a target can take
         result: list[ProbeResult] = self.call(
-            "probe", (target, profile, options), options.limits.timeout * 16 + 10
+            "probe", (target, profile, options), options.limits.target_timeout + 10
         )
         return result
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.target import Target, TargetError, parse_target
 
@@ -40,7 +41,7 @@ class TargetConfig:
     profile: ProfileRef
     interval: float
     timeout: float
-    address_family: str
+    address_family: AddressFamily
     ehlo_name: str | None
     labels: tuple[tuple[str, str], ...]
 
@@ -237,9 +238,13 @@ def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_
                 or name.startswith("__")
             ):
                 raise fail(entry, "labels", f"label name {name!r} is invalid or reserved")
-        family = str(entry.get("address_family", doc.get("address_family", "any")))
-        if family not in ("4", "6", "any"):
-            raise fail(entry, "address_family", "address_family: one of 4, 6, any")
+        family_text = str(entry.get("address_family", doc.get("address_family", "any")))
+        try:
+            family = AddressFamily(family_text)
+        except ValueError:
+            raise fail(
+                entry, "address_family", f"address_family: one of {', '.join(AddressFamily)}"
+            ) from None
         name = str(entry["target"])
         if any(t.name == name for t in targets):
             raise fail(entry, "target", f"target {name!r} is configured twice")

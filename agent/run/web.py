@@ -14,10 +14,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.export.exposition import CONTENT_TYPE, expose
 from relaywatch.export.metrics import Series, series_layout
-from relaywatch.export.report import VERDICT_TEXT
+from relaywatch.model import Verdict
 from relaywatch.run.config import TargetConfig
 from relaywatch.run.scheduler import Prober, options_for
 from relaywatch.run.state import AgentState, Entry
@@ -25,15 +26,7 @@ from relaywatch.run.webconfig import WebConfig
 from relaywatch.target import TargetError, parse_target
 
 log = logging.getLogger("relaywatch.web")
-COLOURS = {
-    "ok": "#1a7f37",
-    "intercepted": "#b00020",
-    "starttls_stripped": "#b00020",
-    "tls_downgraded": "#c25e00",
-    "certificate_invalid": "#c25e00",
-    "protocol_error": "#8a6d00",
-    "unreachable": "#555",
-}
+_VERDICTS = frozenset(str(v) for v in Verdict)
 
 
 class Web:
@@ -160,7 +153,9 @@ class Web:
             target = configured.target if configured else parse_target(name)
         except (ProfileError, TargetError) as exc:
             return _send(h, 400, f"{str(exc).splitlines()[0][:300]}\n".encode())
-        tc = configured or TargetConfig(name, target, profile, 60.0, config.timeout, "any", None, ())
+        tc = configured or TargetConfig(
+            name, target, profile, 60.0, config.timeout, AddressFamily.ANY, None, ()
+        )
         if not self._probe_slots.acquire(timeout=1):
             return _send(h, 503, b"Too many probes at once; try again\n")
         try:
@@ -235,7 +230,7 @@ class Web:
 
     def detail_page(self, entry: Entry) -> str:
         r, a = entry.result.record, entry.result.analysis
-        words, todo = VERDICT_TEXT[a.verdict]
+        words, todo = a.verdict.meaning, a.verdict.advice
         parts = [
             f"<h1>{_e(entry.target)} {_e(r.address or '')}</h1>",
             f"<p>Verdict: {_verdict(str(a.verdict))} {_e(words)}. What to do: {_e(todo)}</p>",
@@ -308,7 +303,8 @@ def _e(value: object) -> str:
 
 
 def _verdict(v: str) -> str:
-    return f'<span class="verdict" style="color:{COLOURS.get(v, "#000")};font-weight:bold">{_e(v)}</span>'
+    colour = Verdict.of(v).colour if v in _VERDICTS else "#000"
+    return f'<span class="verdict" style="color:{colour};font-weight:bold">{_e(v)}</span>'
 
 
 def _time(ts: float) -> str:

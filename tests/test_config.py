@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from relaywatch.run.config import ConfigError, load_config, parse_config
+from relaywatch.target import parse_target
 
 
 def test_embedded_default_probes_microsoft_365() -> None:
@@ -51,8 +52,9 @@ targets:
     assert dict(b.labels) == {"site": "hq", "team": "mail"} and c.label_names == ("site", "team")
     assert c.concurrency == 4 and c.listen_address == "127.0.0.1:9999"
     assert c.web_config_file == str(tmp_path / "web.yml")
-    assert c.allowed("smtp.office365.com:587") and c.allowed("fabrikam.mail.protection.outlook.com:25")
-    assert not c.allowed("evil.example:25")
+    assert c.allowed(parse_target("smtp.office365.com:587"))
+    assert c.allowed(parse_target("fabrikam.mail.protection.outlook.com:25"))
+    assert not c.allowed(parse_target("evil.example:25"))
 
 
 @pytest.mark.parametrize(

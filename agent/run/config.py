@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any
 import yaml
 from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
-from relaywatch.target import Target, TargetError, parse_target
+from relaywatch.target import AllowPattern, Target, TargetError, parse_allow_pattern, parse_target
 
 DEFAULT_CONFIG = """\
 interval: 60s
@@ -59,7 +58,7 @@ class Config:
     source: str
     targets: tuple[TargetConfig, ...]
     concurrency: int
-    probe_allow: tuple[str, ...]  # fnmatch patterns of targets /probe may run beyond the configured ones
+    probe_allow: tuple[AllowPattern, ...]  # what /probe may run beyond the configured targets
     default_profile: ProfileRef
     timeout: float
     label_names: tuple[str, ...] = field(default=())
@@ -68,10 +67,13 @@ class Config:
     listen_address: str | None = None  # web.listen_address; the command-line flag wins
     web_config_file: str | None = None  # web.config_file, relative to the config file
 
-    def allowed(self, target: str) -> bool:
-        if any(t.name == target for t in self.targets):
-            return True
-        return any(fnmatch.fnmatchcase(target.lower(), p.lower()) for p in self.probe_allow)
+    def configured(self, target: Target) -> TargetConfig | None:
+        """The configured target that is this one (same scheme, host and port, however it was written)."""
+        return next((t for t in self.targets if t.target == target), None)
+
+    def allowed(self, target: Target) -> bool:
+        """A parsed target: configured, or matching a probe_allow pattern on scheme, host and port."""
+        return self.configured(target) is not None or any(p.matches(target) for p in self.probe_allow)
 
 
 class _Loader(yaml.SafeLoader):
@@ -173,6 +175,10 @@ def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_
     allow = doc.get("probe_allow") or []
     if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
         raise fail(doc, "probe_allow", "probe_allow: must be a list of target patterns")
+    try:
+        patterns = tuple(parse_allow_pattern(a) for a in allow)
+    except TargetError as exc:
+        raise fail(doc, "probe_allow", f"probe_allow: {exc}") from None
     unknown = set(doc) - {
         "interval",
         "timeout",
@@ -266,7 +272,7 @@ def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_
         source,
         tuple(targets),
         concurrency,
-        tuple(allow),
+        patterns,
         profile,
         timeout,
         tuple(sorted(label_names)),

@@ -136,9 +136,13 @@ class Web:
         config = self.state.config
         if not name:
             return _send(h, 400, b"Target parameter is missing\n")
-        if not config.allowed(name):
+        try:  # decided on the parsed target only: the raw string never reaches the allow-list
+            requested = parse_target(name)
+        except TargetError as exc:
+            return _send(h, 400, f"{str(exc).splitlines()[0][:300]}\n".encode())
+        configured = config.configured(requested)
+        if configured is None and not config.allowed(requested):
             return _send(h, 403, b"Target is not configured or allowed by probe_allow\n")
-        configured = next((t for t in config.targets if t.name == name), None)
         try:
             profile = configured.profile if configured else config.default_profile
             if "profile" in query:  # only profiles this agent already uses, or built-in ones: no file paths
@@ -150,7 +154,7 @@ class Web:
                     profile = self.profiles(wanted)
                 else:
                     return _send(h, 400, b"profile must name a built-in profile or one in the config\n")
-            target = configured.target if configured else parse_target(name)
+            target = configured.target if configured else requested
         except (ProfileError, TargetError) as exc:
             return _send(h, 400, f"{str(exc).splitlines()[0][:300]}\n".encode())
         tc = configured or TargetConfig(

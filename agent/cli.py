@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from relaywatch import __version__
+from relaywatch import __version__, protocols
 from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError
 from relaywatch.export.report import render, safe
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         "targets",
         nargs="+",
         metavar="TARGET",
-        help="host[:port] or smtp://, smtps://, imap://, imaps://, pop3://, pop3s://, tls:// URL",
+        help=protocols.help_text(),
     )
     c.add_argument("--profile", default="microsoft365", help="trust profile: built-in name or YAML path")
     c.add_argument("--json", action="store_true", help="print a JSON list of results")

@@ -15,7 +15,12 @@ from relaywatch.target import Target
 
 
 def check(target: Target, profile: TrustProfile, options: ProbeOptions = ProbeOptions()) -> list[ProbeResult]:
-    return [ProbeResult(record, analyze(record, profile)) for record in probe_target(target, options)]
+    lookup = None
+    if options.inspect_local_peer:
+        from relaywatch.host.processes import local_peer  # host inspection: only when asked
+
+        lookup = local_peer
+    return [ProbeResult(record, analyze(record, profile)) for record in probe_target(target, options, lookup)]
 
 
 def check_all(

@@ -23,6 +23,7 @@ class Protocol:
     capabilities_command: str  # EHLO, CAPABILITY, CAPA
     starttls_keyword: str  # how the capability is spelled in that answer
     upgrade_command: str  # what the client sends to start TLS
+    tagged: bool = False  # commands carry a client-chosen tag first (IMAP)
 
     def load_dialogue(self) -> Any:
         return _load(self.dialogue)
@@ -62,6 +63,7 @@ IMAP = Protocol(
     "CAPABILITY",
     "STARTTLS",
     "STARTTLS",
+    tagged=True,
 )
 POP3 = Protocol(
     "pop3",

@@ -20,13 +20,13 @@ MARGIN = 2.0  # process start-up and analysis
         ("silent", "protocol_error", "greeting"),
         ("garbage", "protocol_error", "greeting"),
         ("long_line", "protocol_error", "greeting"),
-        ("many_lines", "protocol_error", "ehlo"),
+        ("many_lines", "protocol_error", "capabilities"),
         ("drip", "protocol_error", "greeting"),
         ("rst_handshake", "protocol_error", "handshake"),
         ("tls_alert", "protocol_error", "handshake"),
         ("long_chain", "intercepted", None),
         ("banner", "protocol_error", "greeting"),
-        ("close_after_greeting", "protocol_error", "ehlo"),
+        ("close_after_greeting", "protocol_error", "capabilities"),
     ],
 )
 def test_hostile_server_gets_a_verdict(kind: str, verdict: str, phase: str | None, lab_dir) -> None:  # type: ignore[no-untyped-def]

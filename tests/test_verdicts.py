@@ -35,7 +35,7 @@ def test_clean_relay_is_ok_with_evidence(relay: LabServer, lab_profile: TrustPro
     assert r.analysis.validated_path[-1].startswith("CN=relaywatch Lab TLS Root G2")
     sent = [t.text for t in r.record.transcript if t.direction == "C"]
     assert sent[0].startswith("EHLO ") and "STARTTLS" in sent and sent[-1] == "QUIT"
-    assert {"connect", "greeting", "ehlo", "starttls", "handshake", "total"} <= set(r.record.timings)
+    assert {"connect", "greeting", "capabilities", "starttls", "handshake", "total"} <= set(r.record.timings)
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,11 @@ from relaywatch.export.exposition import render
 from relaywatch.host.model import HostReport
 from relaywatch.model import ProbeResult, StartTLSState, Verdict
 from relaywatch.path.model import PathResult, PathStatus
+from relaywatch.probe.limits import Phase
 
 MAX_LABEL = 64
 MAX_POSITIONS = 10
-PHASES = ("resolve", "connect", "greeting", "ehlo", "starttls", "handshake", "post_tls", "total")
+PHASES = tuple(str(p) for p in Phase if p is not Phase.LOCAL_PEER)
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 

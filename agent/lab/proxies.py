@@ -11,8 +11,7 @@ import threading
 from cryptography import x509
 from relaywatch.lab.pki import Issued, forge
 from relaywatch.lab.servers import LabServer, Lines, server_context
-
-_UPGRADE = {"smtp": ("STARTTLS",), "imap": ("STARTTLS",), "pop3": ("STLS",)}
+from relaywatch.protocols import protocol_named
 
 
 def _pump(a: socket.socket, b: socket.socket) -> None:
@@ -83,10 +82,9 @@ def _relay_until_upgrade(client: socket.socket, up: socket.socket, protocol: str
 
 
 def _is_upgrade(line: str, protocol: str) -> bool:
-    words = line.upper().split()
-    if protocol == "imap":
-        return len(words) == 2 and words[1] == "STARTTLS"
-    return bool(words) and words[0] in _UPGRADE[protocol] and len(words) == 1
+    spec = protocol_named(protocol)
+    words = line.upper().split()[1:] if spec.tagged else line.upper().split()
+    return words == [spec.upgrade_command]
 
 
 class Resigner:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from relaywatch.addresses import socket_family
 from relaywatch.lab.pki import Issued
+from relaywatch.protocols import protocol_named
 
 EXCHANGE_HOST = "LAB0PR01MB0001.relaywatch.test"
 EHLO_BEFORE = [
@@ -144,105 +145,112 @@ class Mail:
     def __call__(self, sock: socket.socket, server: LabServer) -> None:
         if self.implicit_tls and self.tls is not None:
             sock = self.tls.wrap_socket(sock, server_side=True)
-        {"smtp": self._smtp, "imap": self._imap, "pop3": self._pop3}[self.protocol](Lines(sock), sock)
+        session: Callable[[Mail, Lines, socket.socket], None] = protocol_named(self.protocol).load_lab()
+        session(self, Lines(sock), sock)
 
-    def _upgrade(self, io: Lines, sock: socket.socket) -> socket.socket:
+    def upgrade(self, io: Lines, sock: socket.socket) -> socket.socket:
         assert self.tls is not None
         tls = self.tls.wrap_socket(sock, server_side=True)
         io.rebind(tls)
         return tls
 
-    def _smtp(self, io: Lines, sock: socket.socket) -> None:
-        now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
-        io.send(f"220 {EXCHANGE_HOST} Microsoft ESMTP MAIL Service ready at {now}")
-        secure = self.implicit_tls
-        while (line := io.read()) is not None:
-            verb = line.split(" ", 1)[0].upper()
-            if verb in ("EHLO", "HELO"):
-                exts = list(EHLO_AFTER if secure else EHLO_BEFORE)
-                if not secure and self.starttls == "missing":
-                    exts.remove("STARTTLS")
-                if not secure and self.starttls == "masked":
-                    exts[exts.index("STARTTLS")] = "XXXXXXXA"
-                if verb == "HELO":
-                    io.send(f"250 {EXCHANGE_HOST} Hello")
-                    continue
-                head = [f"250-{EXCHANGE_HOST} Hello [127.0.0.1]"]
-                io.send(*head, *[f"250-{e}" for e in exts[:-1]], f"250 {exts[-1]}")
-            elif verb == "STARTTLS" and not secure:
-                if self.starttls == "offered" and self.tls is not None:
-                    io.send("220 2.0.0 SMTP server ready")
-                    sock = self._upgrade(io, sock)
-                    secure = True
-                elif self.starttls == "masked":
-                    io.send("500 5.5.1 command not recognized")
-                elif self.starttls == "rejected":
-                    io.send("454 4.7.0 TLS not available due to temporary reason")
-                else:
-                    io.send("502 5.5.2 Command not implemented")
-            elif verb == "QUIT":
-                io.send("221 2.0.0 Service closing transmission channel")
-                return
-            elif verb in ("NOOP", "RSET", "MAIL", "RCPT"):
-                io.send("250 2.0.0 OK")
-            else:
-                io.send("500 5.3.3 Unrecognized command")
 
-    def _imap(self, io: Lines, sock: socket.socket) -> None:
-        io.send("* OK The Microsoft Exchange IMAP4 service is ready.")
-        secure = self.implicit_tls
-        while (line := io.read()) is not None:
-            tag, _, command = line.partition(" ")
-            command = command.upper().strip()
-            if command == "CAPABILITY":
-                caps = [
-                    "IMAP4",
-                    "IMAP4rev1",
-                    "SASL-IR",
-                    "UIDPLUS",
-                    "ID",
-                    "UNSELECT",
-                    "CHILDREN",
-                    "IDLE",
-                    "NAMESPACE",
-                    "LITERAL+",
-                ]
-                caps += ["AUTH=PLAIN", "AUTH=XOAUTH2"] if secure else ["LOGINDISABLED"]
-                if not secure and self.starttls in ("offered", "rejected"):
-                    caps.append("STARTTLS")
-                if not secure and self.starttls == "masked":
-                    caps.append("XXXXXXXX")
-                io.send("* CAPABILITY " + " ".join(caps), f"{tag} OK CAPABILITY completed.")
-            elif command == "STARTTLS" and not secure and self.starttls == "offered" and self.tls:
-                io.send(f"{tag} OK Begin TLS negotiation now.")
-                sock = self._upgrade(io, sock)
+def smtp_session(mail: Mail, io: Lines, sock: socket.socket) -> None:
+    """The lab side of protocols.SMTP: talks like Exchange Online."""
+    now = dt.datetime.now(dt.UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    io.send(f"220 {EXCHANGE_HOST} Microsoft ESMTP MAIL Service ready at {now}")
+    secure = mail.implicit_tls
+    while (line := io.read()) is not None:
+        verb = line.split(" ", 1)[0].upper()
+        if verb in ("EHLO", "HELO"):
+            exts = list(EHLO_AFTER if secure else EHLO_BEFORE)
+            if not secure and mail.starttls == "missing":
+                exts.remove("STARTTLS")
+            if not secure and mail.starttls == "masked":
+                exts[exts.index("STARTTLS")] = "XXXXXXXA"
+            if verb == "HELO":
+                io.send(f"250 {EXCHANGE_HOST} Hello")
+                continue
+            head = [f"250-{EXCHANGE_HOST} Hello [127.0.0.1]"]
+            io.send(*head, *[f"250-{e}" for e in exts[:-1]], f"250 {exts[-1]}")
+        elif verb == "STARTTLS" and not secure:
+            if mail.starttls == "offered" and mail.tls is not None:
+                io.send("220 2.0.0 SMTP server ready")
+                sock = mail.upgrade(io, sock)
                 secure = True
-            elif command == "LOGOUT":
-                io.send(
-                    "* BYE Microsoft Exchange Server IMAP4 server signing off.", f"{tag} OK LOGOUT completed."
-                )
-                return
+            elif mail.starttls == "masked":
+                io.send("500 5.5.1 command not recognized")
+            elif mail.starttls == "rejected":
+                io.send("454 4.7.0 TLS not available due to temporary reason")
             else:
-                io.send(f"{tag} BAD Command Error. 12")
+                io.send("502 5.5.2 Command not implemented")
+        elif verb == "QUIT":
+            io.send("221 2.0.0 Service closing transmission channel")
+            return
+        elif verb in ("NOOP", "RSET", "MAIL", "RCPT"):
+            io.send("250 2.0.0 OK")
+        else:
+            io.send("500 5.3.3 Unrecognized command")
 
-    def _pop3(self, io: Lines, sock: socket.socket) -> None:
-        io.send("+OK The Microsoft Exchange POP3 service is ready.")
-        secure = self.implicit_tls
-        while (line := io.read()) is not None:
-            command = line.upper().strip()
-            if command == "CAPA":
-                caps = ["TOP", "UIDL", "SASL PLAIN XOAUTH2" if secure else "SASL", "USER"]
-                if not secure and self.starttls in ("offered", "rejected"):
-                    caps.append("STLS")
-                if not secure and self.starttls == "masked":
-                    caps.append("XXXX")
-                io.send("+OK", *caps, ".")
-            elif command == "STLS" and not secure and self.starttls == "offered" and self.tls:
-                io.send("+OK Begin TLS negotiation")
-                sock = self._upgrade(io, sock)
-                secure = True
-            elif command == "QUIT":
-                io.send("+OK Microsoft Exchange Server POP3 server signing off.")
-                return
-            else:
-                io.send("-ERR Protocol error. 14")
+
+def imap_session(mail: Mail, io: Lines, sock: socket.socket) -> None:
+    """The lab side of protocols.IMAP."""
+    io.send("* OK The Microsoft Exchange IMAP4 service is ready.")
+    secure = mail.implicit_tls
+    while (line := io.read()) is not None:
+        tag, _, command = line.partition(" ")
+        command = command.upper().strip()
+        if command == "CAPABILITY":
+            caps = [
+                "IMAP4",
+                "IMAP4rev1",
+                "SASL-IR",
+                "UIDPLUS",
+                "ID",
+                "UNSELECT",
+                "CHILDREN",
+                "IDLE",
+                "NAMESPACE",
+                "LITERAL+",
+            ]
+            caps += ["AUTH=PLAIN", "AUTH=XOAUTH2"] if secure else ["LOGINDISABLED"]
+            if not secure and mail.starttls in ("offered", "rejected"):
+                caps.append("STARTTLS")
+            if not secure and mail.starttls == "masked":
+                caps.append("XXXXXXXX")
+            io.send("* CAPABILITY " + " ".join(caps), f"{tag} OK CAPABILITY completed.")
+        elif command == "STARTTLS" and not secure and mail.starttls == "offered" and mail.tls:
+            io.send(f"{tag} OK Begin TLS negotiation now.")
+            sock = mail.upgrade(io, sock)
+            secure = True
+        elif command == "LOGOUT":
+            io.send(
+                "* BYE Microsoft Exchange Server IMAP4 server signing off.", f"{tag} OK LOGOUT completed."
+            )
+            return
+        else:
+            io.send(f"{tag} BAD Command Error. 12")
+
+
+def pop3_session(mail: Mail, io: Lines, sock: socket.socket) -> None:
+    """The lab side of protocols.POP3."""
+    io.send("+OK The Microsoft Exchange POP3 service is ready.")
+    secure = mail.implicit_tls
+    while (line := io.read()) is not None:
+        command = line.upper().strip()
+        if command == "CAPA":
+            caps = ["TOP", "UIDL", "SASL PLAIN XOAUTH2" if secure else "SASL", "USER"]
+            if not secure and mail.starttls in ("offered", "rejected"):
+                caps.append("STLS")
+            if not secure and mail.starttls == "masked":
+                caps.append("XXXX")
+            io.send("+OK", *caps, ".")
+        elif command == "STLS" and not secure and mail.starttls == "offered" and mail.tls:
+            io.send("+OK Begin TLS negotiation")
+            sock = mail.upgrade(io, sock)
+            secure = True
+        elif command == "QUIT":
+            io.send("+OK Microsoft Exchange Server POP3 server signing off.")
+            return
+        else:
+            io.send("-ERR Protocol error. 14")

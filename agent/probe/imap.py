@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 
+from relaywatch import protocols
 from relaywatch.probe.connect import LineChannel
 from relaywatch.probe.limits import ProbeError
 
@@ -12,9 +13,10 @@ _CAPS_IN_TEXT = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 
 
 class IMAP:
-    starttls_keyword = "STARTTLS"
+    spec = protocols.IMAP
+    starttls_keyword = spec.starttls_keyword
 
-    def __init__(self) -> None:
+    def __init__(self, client_name: str = "") -> None:
         self._tags = (f"rw{n}" for n in itertools.count(1))
 
     def greeting(self, chan: LineChannel) -> None:
@@ -36,7 +38,7 @@ class IMAP:
         raise ProbeError(chan.clock.phase, "protocol", "response longer than the line cap")
 
     def capabilities(self, chan: LineChannel) -> tuple[str, ...]:
-        status, untagged = self._command(chan, "CAPABILITY")
+        status, untagged = self._command(chan, self.spec.capabilities_command)
         caps: list[str] = []
         for line in untagged:
             if line.upper().startswith("* CAPABILITY "):
@@ -47,7 +49,7 @@ class IMAP:
         return tuple(dict.fromkeys(caps))
 
     def starttls(self, chan: LineChannel) -> tuple[bool, str]:
-        status, _ = self._command(chan, "STARTTLS")
+        status, _ = self._command(chan, self.spec.upgrade_command)
         return status.upper().startswith("OK"), status
 
     def quit(self, chan: LineChannel) -> None:

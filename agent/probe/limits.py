@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 from dataclasses import dataclass
+
+
+class Phase(enum.StrEnum):
+    """The phases of a probe, in order: timings, failures (`<phase>_failed`) and the `phase` label."""
+
+    RESOLVE = "resolve"
+    CONNECT = "connect"
+    GREETING = "greeting"
+    CAPABILITIES = "capabilities"  # EHLO, CAPABILITY, CAPA (exported as `ehlo` before 0.2)
+    STARTTLS = "starttls"
+    HANDSHAKE = "handshake"
+    POST_TLS = "post_tls"  # the capabilities again, inside TLS
+    LOCAL_PEER = "local_peer"  # finding the process on this host that holds the far end
+    TOTAL = "total"
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     timeout: float = 10.0  # whole probe
-    phase_timeout: float = 8.0  # any one phase (connect, greeting, ehlo, starttls, handshake)
+    phase_timeout: float = 8.0  # any one phase (connect, greeting, capabilities, starttls, handshake)
     max_line: int = 8192  # bytes in one protocol line (RFC 5321 allows 512)
     max_reply_lines: int = 512  # lines in one multi-line reply
     max_dialogue_bytes: int = 1 << 20  # plaintext bytes read in the whole dialogue
@@ -21,8 +36,8 @@ class Limits:
 
     @property
     def target_timeout(self) -> float:
-        """The longest one target can take: its addresses one after another, each within its timeout."""
-        return self.timeout * self.max_addresses
+        """The longest one target can take: resolving and all its addresses share the one timeout."""
+        return self.timeout
 
     def with_timeout(self, timeout: float) -> Limits:
         return dataclasses.replace(self, timeout=timeout, phase_timeout=min(timeout, self.phase_timeout))
@@ -40,11 +55,11 @@ class ProbeError(Exception):
 class Clock:
     """The probe's time budget; each phase gets the smaller of its own cap and what is left overall."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, deadline: float | None = None) -> None:
         self.limits = limits
         self.start = time.monotonic()
-        self.end = self.start + limits.timeout
-        self.phase = "connect"
+        self.end = min(self.start + limits.timeout, deadline or float("inf"))  # a target's one timeout
+        self.phase: str = Phase.CONNECT
         self.phase_end = self.end
         self.timings: dict[str, float] = {}
         self._phase_start = self.start

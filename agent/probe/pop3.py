@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from relaywatch import protocols
 from relaywatch.probe.connect import LineChannel
 from relaywatch.probe.limits import ProbeError
 
 
 class POP3:
-    starttls_keyword = "STLS"
+    spec = protocols.POP3
+    starttls_keyword = spec.starttls_keyword
+
+    def __init__(self, client_name: str = "") -> None:
+        pass  # POP3 sends no client name
 
     def greeting(self, chan: LineChannel) -> None:
         line = chan.read_line()
@@ -15,7 +20,7 @@ class POP3:
             raise ProbeError("greeting", "protocol", f"not a POP3 greeting: {line[:80]!r}")
 
     def capabilities(self, chan: LineChannel) -> tuple[str, ...]:
-        chan.send_line("CAPA")
+        chan.send_line(self.spec.capabilities_command)
         status = chan.read_line()
         if not status.startswith("+OK"):
             return ()
@@ -28,7 +33,7 @@ class POP3:
         raise ProbeError(chan.clock.phase, "protocol", "CAPA response longer than the line cap")
 
     def starttls(self, chan: LineChannel) -> tuple[bool, str]:
-        chan.send_line("STLS")
+        chan.send_line(self.spec.upgrade_command)
         status = chan.read_line()
         return status.startswith("+OK"), status
 

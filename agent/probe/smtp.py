@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from relaywatch import protocols
 from relaywatch.probe.connect import LineChannel
 from relaywatch.probe.limits import ProbeError
 
@@ -44,10 +45,11 @@ def read_reply(chan: LineChannel) -> Reply:
 
 
 class SMTP:
-    starttls_keyword = "STARTTLS"
+    spec = protocols.SMTP
+    starttls_keyword = spec.starttls_keyword
 
-    def __init__(self, ehlo_name: str) -> None:
-        self.ehlo_name = ehlo_name
+    def __init__(self, client_name: str) -> None:
+        self.ehlo_name = client_name
 
     def greeting(self, chan: LineChannel) -> None:
         reply = read_reply(chan)
@@ -55,7 +57,7 @@ class SMTP:
             raise ProbeError("greeting", "protocol", f"server refused the session: {reply.code} {reply.text}")
 
     def capabilities(self, chan: LineChannel) -> tuple[str, ...]:
-        chan.send_line(f"EHLO {self.ehlo_name}")
+        chan.send_line(f"{self.spec.capabilities_command} {self.ehlo_name}")
         reply = read_reply(chan)
         if reply.code in (500, 502):
             return ()  # no ESMTP: no extension, so no STARTTLS either
@@ -64,7 +66,7 @@ class SMTP:
         return tuple(line.strip() for line in reply.lines[1:])
 
     def starttls(self, chan: LineChannel) -> tuple[bool, str]:
-        chan.send_line("STARTTLS")
+        chan.send_line(self.spec.upgrade_command)
         reply = read_reply(chan)
         return reply.code == 220, f"{reply.code} {reply.text}"
 

@@ -155,20 +155,19 @@ def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
     """Where the session is cut (path trace, in its worker process) and what on this host does it."""
     from relaywatch.host.inventory import inventory
     from relaywatch.path.client import trace_path
+    from relaywatch.path.judge import unavailable
 
-    host = dataclasses.asdict(inventory())
+    host = inventory()
     out = []
     for r in results:
-        extra: dict[str, object] = {"host_inspection": host}  # "host" is the target host name
+        trace = None
         if path:
             if r.record.address is None:
-                extra["path"] = {"status": "unavailable", "reason": "no address to trace"}
+                trace = unavailable("no address to trace")
             else:
                 target = r.record.target
-                extra["path"] = trace_path(
-                    r.record.address, target.port, implicit_tls=not target.starttls
-                ).to_dict()
-        out.append(dataclasses.replace(r, extra=extra))
+                trace = trace_path(r.record.address, target.port, implicit_tls=not target.starttls)
+        out.append(dataclasses.replace(r, path=trace, host=host))
     return out
 
 
@@ -196,7 +195,7 @@ def analyze_chain(chain: list, target: Target, profile: TrustProfile, at: dt.dat
     from cryptography.hazmat.primitives.serialization import Encoding
     from relaywatch.analysis.verdict import analyze
 
-    tls = TLSSession("", "", None, None, tuple(c.public_bytes(Encoding.DER) for c in chain))
+    tls = TLSSession("", "", None, tuple(c.public_bytes(Encoding.DER) for c in chain))
     record = ProbeRecord(target, None, at, {}, (), StartTLS(StartTLSState.NOT_APPLICABLE), tls, None)
     return ProbeResult(record, analyze(record, profile, at))
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as dt
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from relaywatch.host.model import HostReport, LocalProcess
+from relaywatch.path.model import PathResult
 from relaywatch.target import Target
 
 
@@ -137,7 +138,6 @@ class TLSSession:
     version: str  # "TLSv1.3"
     cipher: str
     group: str | None
-    signature_algorithm: str | None
     chain_der: tuple[bytes, ...]  # as presented, leaf first, capped
     chain_truncated: int = 0  # certificates dropped by the chain-length / size caps
 
@@ -147,16 +147,6 @@ class ProbeFailure:
     phase: str  # resolve, connect, greeting, ehlo, starttls, handshake, post_tls
     kind: str  # unreachable, timeout, protocol, tls
     message: str
-
-
-@dataclass(frozen=True, slots=True)
-class LocalProcess:
-    """A process on this host (the far end of a redirected connection, or a known product's process)."""
-
-    pid: int
-    name: str
-    exe: str
-    product: str | None  # the known product whose process name this is
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,9 +170,6 @@ class Finding:
     severity: Severity
     message: str
     verdict: Verdict | None = None  # the verdict this finding implies, if any
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "severity": str(self.severity), "message": self.message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +221,17 @@ class Analysis:
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
+    """One probe of one address, judged; with the path trace and host inspection when they ran.
+
+    `to_dict` is the public JSON (`check --json`, the evidence log, `/probe?format=json`), derived from
+    the models; `from_dict` reads it back to the same value. The worker sends results to the agent with
+    `codec.py`, which decodes them against these types (no pickle: the worker parses hostile input).
+    """
+
     record: ProbeRecord
     analysis: Analysis
-    extra: Mapping[str, Any] = field(default_factory=dict)  # later stages (path, host) attach here
+    path: PathResult | None = None
+    host: HostReport | None = None
 
     @property
     def verdict(self) -> Verdict:
@@ -250,12 +245,12 @@ class ProbeResult:
                 "version": r.tls.version,
                 "cipher": r.tls.cipher,
                 "group": r.tls.group,
-                "signature_algorithm": r.tls.signature_algorithm,
                 "chain_length": len(r.tls.chain_der),
                 "chain_truncated": r.tls.chain_truncated,
             }
         out: dict[str, Any] = {
             "target": r.target.raw,
+            "scheme": r.target.scheme,
             "host": r.target.host,
             "port": r.target.port,
             "protocol": r.target.protocol,
@@ -263,29 +258,87 @@ class ProbeResult:
             "address": r.address,
             "started_at": _iso(r.started_at),
             "verdict": str(a.verdict),
-            "findings": [f.to_dict() for f in a.findings],
-            "starttls": {
-                "state": str(r.starttls.state),
-                "capabilities": list(r.starttls.capabilities),
-                "capabilities_after_tls": list(r.starttls.capabilities_after_tls),
-                "reply": r.starttls.reply,
-            },
+            "findings": _builtins(a.findings),
+            "starttls": _builtins(r.starttls),
             "tls": tls,
-            "chain": [_cert_dict(c) for c in a.chain],
+            "chain": _builtins(a.chain),
             "validated_path": list(a.validated_path),
             "trusted_locally": a.trusted_locally,
-            "interceptor": dataclasses.asdict(a.interceptor) if a.interceptor else None,
+            "interceptor": _builtins(a.interceptor),
             "profile": {"name": a.profile, "version": a.profile_version},
-            "failure": dataclasses.asdict(r.failure) if r.failure else None,
-            "transcript": [{"dir": t.direction, "text": t.text, "t": round(t.at, 6)} for t in r.transcript],
-            "timings": {k: round(v, 6) for k, v in r.timings.items()},
-            "local_peer": dataclasses.asdict(r.local_peer) if r.local_peer else None,
+            "analysed_at": _iso(a.at),
+            "failure": _builtins(r.failure),
+            "transcript": [{"dir": t.direction, "text": t.text, "t": t.at} for t in r.transcript],
+            "timings": {str(k): v for k, v in r.timings.items()},
+            "local_peer": _builtins(r.local_peer),
+            "path": _builtins(self.path),
+            "host_inspection": _builtins(self.host),  # "host" is the target's host name
         }
-        if r.tls is not None and len(a.chain) < len(r.tls.chain_der):
-            # certificates the analysis could not read: the raw evidence, never dropped
+        if r.tls is not None and not _chain_is_presented(a.chain, r.tls.chain_der):
+            # certificates the analysis could not read (or did not keep): the raw evidence, never dropped
             out["presented_pem"] = [_pem(der) for der in r.tls.chain_der]
-        out.update(self.extra)
         return out
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> ProbeResult:
+        """The inverse of to_dict; raises ValueError on anything that is not such a document."""
+        from relaywatch.codec import convert
+
+        try:
+            target = Target(d["target"], d["scheme"], d["host"], d["port"])
+            chain = tuple(convert(c, CertInfo) for c in d["chain"])
+            tls = None
+            if d["tls"] is not None:
+                pems = d.get("presented_pem") or [c.pem for c in chain]
+                t = d["tls"]
+                tls = TLSSession(
+                    t["version"], t["cipher"], t["group"], tuple(_der(p) for p in pems), t["chain_truncated"]
+                )
+            record = ProbeRecord(
+                target,
+                d["address"],
+                _time(d["started_at"]),
+                {k: float(v) for k, v in d["timings"].items()},
+                tuple(TranscriptLine(t["dir"], t["text"], float(t["t"])) for t in d["transcript"]),
+                convert(d["starttls"], StartTLS),
+                tls,
+                convert(d["failure"], ProbeFailure | None),
+                convert(d["local_peer"], LocalProcess | None),
+            )
+            analysis = Analysis(
+                d["profile"]["name"],
+                d["profile"]["version"],
+                _time(d["analysed_at"]),
+                Verdict.of(d["verdict"]),
+                tuple(convert(f, Finding) for f in d["findings"]),
+                chain,
+                tuple(d["validated_path"]),
+                d["trusted_locally"],
+                convert(d["interceptor"], Interceptor | None),
+            )
+            return ProbeResult(
+                record,
+                analysis,
+                convert(d.get("path"), PathResult | None),
+                convert(d.get("host_inspection"), HostReport | None),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a probe result: {type(exc).__name__}: {exc}") from None
+
+
+def _builtins(value: object) -> Any:
+    from relaywatch.codec import to_builtins
+
+    return to_builtins(value)
+
+
+def _chain_is_presented(chain: tuple[CertInfo, ...], ders: tuple[bytes, ...]) -> bool:
+    """True when the analysed chain is the presented one, certificate by certificate."""
+    import hashlib
+
+    return len(chain) == len(ders) and all(
+        c.sha256 == hashlib.sha256(der).hexdigest() for c, der in zip(chain, ders, strict=True)
+    )
 
 
 def _pem(der: bytes) -> str:
@@ -294,26 +347,14 @@ def _pem(der: bytes) -> str:
     return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
+def _der(pem: str) -> bytes:
+    body = "".join(line for line in pem.strip().splitlines() if not line.startswith("-----"))
+    return base64.b64decode(body, validate=True)
+
+
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _cert_dict(c: CertInfo) -> dict[str, Any]:
-    return {
-        "position": c.position,
-        "subject": c.subject,
-        "issuer": c.issuer,
-        "serial": c.serial,
-        "sha256": c.sha256,
-        "spki_sha256": c.spki_sha256,
-        "not_before": _iso(c.not_before),
-        "not_after": _iso(c.not_after),
-        "dns_names": list(c.dns_names),
-        "is_ca": c.is_ca,
-        "self_signed": c.self_signed,
-        "sct_count": c.sct_count,
-        "key": c.key,
-        "signature_algorithm": c.signature_algorithm,
-        "expected": c.expected,
-        "pem": c.pem,
-    }
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -38,7 +38,7 @@ def test_check_json_contract(relay: LabServer, lab_dir: Path) -> None:
     assert {"subject", "issuer", "sha256", "spki_sha256", "not_before", "not_after", "expected"} <= set(
         r["chain"][0]
     )
-    assert all({"code", "severity", "message"} == set(f) for f in r["findings"])
+    assert all({"code", "severity", "message", "verdict"} == set(f) for f in r["findings"])
 
 
 def test_check_human_report(relay: LabServer, lab_dir: Path) -> None:

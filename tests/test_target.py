@@ -109,9 +109,7 @@ def test_bad_patterns_are_refused(text: str) -> None:
         parse_allow_pattern(text)
 
 
-_CHARS = st.sampled_from(
-    [*"abcx.-:[]@/%*_09", "::1", "::ffff:", "127.0.0.1", ".mail.protection.outlook.com"]
-)
+_CHARS = st.sampled_from([*"abcx.-:[]@/%*_09", "::1", "::ffff:", "127.0.0.1", ".mail.protection.outlook.com"])
 
 
 @settings(

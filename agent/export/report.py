@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from relaywatch.model import LocalProcess, ProbeResult, Verdict
+from relaywatch.host.model import HostReport, LocalProcess
+from relaywatch.model import ProbeResult, Verdict
+from relaywatch.path.model import PathResult
 
 # every control character (newlines too: a certificate must not forge a report line) and the
 # bidirectional overrides that reorder what a terminal shows
@@ -72,8 +74,8 @@ def render_one(result: ProbeResult, transcript: bool = False) -> str:
             )
     if a.validated_path:
         out.append("  Validated path: " + " -> ".join(safe(s, 60) for s in a.validated_path))
-    out += _path_lines(result.extra.get("path"))
-    out += _host_lines(result.extra.get("host_inspection"), r.local_peer)
+    out += _path_lines(result.path)
+    out += _host_lines(result.host, r.local_peer)
     timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in r.timings.items())
     out.append(f"  Timings:   {timings}")
     if transcript and r.transcript:
@@ -82,41 +84,39 @@ def render_one(result: ProbeResult, transcript: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def _path_lines(path: dict | None) -> list[str]:  # type: ignore[type-arg]
-    if not path:
+def _path_lines(path: PathResult | None) -> list[str]:
+    if path is None:
         return []
-    out = [f"  Path:      {path['status']}: {safe(path.get('reason', ''), 300)}"]
-    trace = path.get("trace")
-    if trace:
+    out = [f"  Path:      {path.status}: {safe(path.reason, 300)}"]
+    if path.trace is not None:
         out.append(
-            f"    mail port answers at hop {path.get('terminating_hop')}, address answers ICMP echo at hop "
-            f"{path.get('destination_hop')}, server packets travelled "
-            f"{path.get('server_distance') or '?'} hops"
+            f"    mail port answers at hop {path.terminating_hop}, address answers ICMP echo at hop "
+            f"{path.destination_hop}, server packets travelled {path.server_distance or '?'} hops"
         )
-        for h in trace["tcp_hops"]:
-            rtt = f"{h['rtt_ms']:.2f} ms" if h["rtt_ms"] is not None else "-"
-            changes = f"  altered: {', '.join(h['changes'])}" if h["changes"] else ""
-            out.append(f"    {h['ttl']:>3}  {safe(h['address'] or '*', 40):40} {h['kind']:14} {rtt}{changes}")
+        for h in path.trace.tcp_hops:
+            rtt = f"{h.rtt_ms:.2f} ms" if h.rtt_ms is not None else "-"
+            changes = f"  altered: {', '.join(safe(c, 60) for c in h.changes)}" if h.changes else ""
+            out.append(
+                f"    {h.ttl:>3}  {safe(h.address or '*', 40):40} {safe(h.kind, 14):14} {rtt}{changes}"
+            )
     return out
 
 
-def _host_lines(host: dict | None, peer: LocalProcess | None) -> list[str]:  # type: ignore[type-arg]
+def _host_lines(host: HostReport | None, peer: LocalProcess | None) -> list[str]:
     out = []
     if peer is not None:
         out.append(
             f"  Local end: process {safe(peer.name)} (pid {peer.pid}, {safe(peer.exe) or '?'})"
             + (f", product {safe(peer.product)}" if peer.product else "")
         )
-    if host:
+    if host is not None:
         procs = ", ".join(
-            f"{safe(p['name'])} (pid {p['pid']}, {safe(p['product'])})" for p in host["interceptor_processes"]
+            f"{safe(p.name)} (pid {p.pid}, {safe(p.product)})" for p in host.interceptor_processes
         )
         out.append(f"  Host:      interceptor processes: {procs or 'none'}")
-        cas = ", ".join(
-            f"{safe(c['subject_cn'], 60)} ({safe(c['product'])})" for c in host["store_interception_cas"]
-        )
+        cas = ", ".join(f"{safe(c.subject_cn, 60)} ({safe(c.product)})" for c in host.store_interception_cas)
         out.append(
             f"             trust store CAs of known interceptors: {cas or 'none'}; "
-            f"{len(host['store_foreign_cas'])} CAs outside Mozilla's program"
+            f"{len(host.store_foreign_cas)} CAs outside Mozilla's program"
         )
     return out

@@ -1,8 +1,18 @@
+"""What host inspection finds: processes of known products, and CAs in this host's trust stores."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relaywatch.model import LocalProcess
+
+@dataclass(frozen=True, slots=True)
+class LocalProcess:
+    """A process on this host (the far end of a redirected connection, or a known product's process)."""
+
+    pid: int
+    name: str
+    exe: str
+    product: str | None  # the known product whose process name this is
 
 
 @dataclass(frozen=True, slots=True)

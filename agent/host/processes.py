@@ -9,7 +9,7 @@ import socket
 import psutil
 from relaywatch.addresses import socket_family
 from relaywatch.analysis.interceptors import products
-from relaywatch.model import LocalProcess
+from relaywatch.host.model import LocalProcess
 
 
 def _product_of(name: str, exe: str) -> str | None:

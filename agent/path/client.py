@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
 import sys
 import threading
 
+from relaywatch.codec import CodecError, decode
 from relaywatch.path.judge import judge, unavailable
-from relaywatch.path.model import PathResult, PathTrace
+from relaywatch.path.model import PathResult, WorkerAnswer
 
-_running: set[subprocess.Popen[str]] = set()
+_running: set[subprocess.Popen[bytes]] = set()
 _lock = threading.Lock()
+MAX_OUTPUT = 1 << 20  # a trace of 32 hops is a few KiB
 
 
 def stop_all() -> None:
@@ -36,7 +37,7 @@ def trace_path(
     if implicit_tls:
         argv.append("--tls")
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:
         return unavailable(f"cannot start the path worker: {exc.strerror}")
     with _lock:
@@ -50,10 +51,11 @@ def trace_path(
     finally:
         with _lock:
             _running.discard(proc)
-    try:
-        doc = json.loads(stdout)
-    except json.JSONDecodeError:
-        return unavailable(f"path worker failed: {stderr.strip().splitlines()[-1:] or ['no output']}")
-    if "unavailable" in doc:
-        return unavailable(str(doc["unavailable"]))
-    return judge(PathTrace.from_dict(doc))
+    try:  # the worker parsed packets from the network: its answer is decoded against the types only
+        doc = decode(stdout[:MAX_OUTPUT], WorkerAnswer)
+    except CodecError:
+        last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        return unavailable(f"path worker failed: {last[0][:200]}")
+    if doc.trace is None:
+        return unavailable((doc.unavailable or "no trace")[:300])
+    return judge(doc.trace)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Any
 
 
 class PathStatus(enum.StrEnum):
@@ -41,22 +39,24 @@ class PathTrace:
     echo_hops: tuple[Hop, ...]
     synack_ttl: int | None
     greeting_ttl: int | None  # the server's first data packet: greeting, or ServerHello (implicit TLS)
-    sent: dict[str, Any]  # the SYN as sent: mss, window, options
+    sent: SentSyn
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> PathTrace:
-        return PathTrace(
-            address=d["address"],
-            port=d["port"],
-            tcp_hops=tuple(Hop(**{**h, "changes": tuple(h["changes"])}) for h in d["tcp_hops"]),
-            echo_hops=tuple(Hop(**{**h, "changes": tuple(h["changes"])}) for h in d["echo_hops"]),
-            synack_ttl=d["synack_ttl"],
-            greeting_ttl=d["greeting_ttl"],
-            sent=d["sent"],
-        )
+@dataclass(frozen=True, slots=True)
+class SentSyn:
+    """The TCP options of our SYN, to compare with what routers quote back (tracebox)."""
+
+    mss: int
+    window: int
+    wscale: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAnswer:
+    """What the path worker prints: a trace, or why it could not measure."""
+
+    trace: PathTrace | None = None
+    unavailable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,3 @@ class PathResult:
     packet_modified: bool
     modifications: tuple[str, ...]
     trace: PathTrace | None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return d

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from relaywatch.addresses import is_ipv6, socket_family
-from relaywatch.path.model import Hop, PathTrace
+from relaywatch.path.model import Hop, PathTrace, SentSyn
 from scapy.all import (  # type: ignore[attr-defined]
     ICMP,
     IP,
@@ -195,5 +195,5 @@ def measure(
         echo_hops=echo_trace(address, max_hops, timeout),
         synack_ttl=(ttls := server_ttls(address, port, timeout, implicit_tls))[0],
         greeting_ttl=ttls[1],
-        sent={"mss": SENT_MSS, "window": SENT_WINDOW, "wscale": SENT_WSCALE},
+        sent=SentSyn(SENT_MSS, SENT_WINDOW, SENT_WSCALE),
     )

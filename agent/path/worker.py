@@ -5,9 +5,11 @@ A process of its own, so scapy's import (tens of MB) and its raw sockets never l
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
+
+from relaywatch.codec import encode
+from relaywatch.path.model import WorkerAnswer
 
 
 def raw_socket_reason(v6: bool) -> str | None:
@@ -34,16 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     reason = raw_socket_reason(":" in args.address)
     if reason:
-        json.dump({"unavailable": reason}, sys.stdout)
+        sys.stdout.buffer.write(encode(WorkerAnswer(unavailable=reason)))
         return 0
     from relaywatch.path.trace import measure  # scapy: only now, only here
 
     try:
         trace = measure(args.address, args.port, max(1, min(args.max_hops, 32)), args.timeout, args.tls)
     except (OSError, ValueError) as exc:
-        json.dump({"unavailable": f"trace failed: {exc}"}, sys.stdout)
+        sys.stdout.buffer.write(encode(WorkerAnswer(unavailable=f"trace failed: {exc}")))
         return 0
-    json.dump(trace.to_dict(), sys.stdout)
+    sys.stdout.buffer.write(encode(WorkerAnswer(trace)))
     return 0
 
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from relaywatch.host.model import LocalProcess
 from relaywatch.model import (
-    LocalProcess,
     ProbeFailure,
     ProbeRecord,
     StartTLS,

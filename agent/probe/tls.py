@@ -112,7 +112,6 @@ def _session(conn: SSL.Connection, clock: Clock) -> TLSSession:
         version=conn.get_protocol_version_name(),
         cipher=conn.get_cipher_name() or "",
         group=conn.get_group_name(),
-        signature_algorithm=None,  # not exposed by pyOpenSSL/OpenSSL bindings here
         chain_der=tuple(chain),
         chain_truncated=dropped,
     )

@@ -9,13 +9,15 @@ import logging
 import subprocess
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.codec import CodecError, decode, encode
 from relaywatch.host.model import HostReport
 from relaywatch.model import ProbeResult
 from relaywatch.probe.options import ProbeOptions
-from relaywatch.run.frames import read_frame, write_frame
+from relaywatch.run.frames import FrameError, read_frame, write_frame
+from relaywatch.run.messages import ProbeRequest, Reply, Request
 from relaywatch.target import Target
 
 log = logging.getLogger("relaywatch.worker")
@@ -26,15 +28,17 @@ class WorkerError(RuntimeError):
 
 
 class Worker:
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, command: Sequence[str] | None = None) -> None:
         self.concurrency = concurrency
+        self.command = list(command or [sys.executable, "-m", "relaywatch.run.worker", str(concurrency)])
         self.restarts = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._pending: dict[int, tuple[concurrent.futures.Future[Any], subprocess.Popen[bytes]]] = {}
+        self._pending: dict[int, tuple[concurrent.futures.Future[Reply], subprocess.Popen[bytes]]] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._closed = False
         self._timeouts = 0  # consecutive unanswered requests
+        self.protocol_errors = 0  # workers replaced for sending what the protocol does not allow
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         """Under self._lock."""
@@ -43,7 +47,7 @@ class Worker:
                 self.restarts += 1
                 log.warning("probe worker exited (%s); starting a new one", self._proc.returncode)
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "relaywatch.run.worker", str(self.concurrency)],
+                self.command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
@@ -54,16 +58,21 @@ class Worker:
         assert proc.stdout is not None
         try:
             while (frame := read_frame(proc.stdout)) is not None:
-                rid, ok, value = frame
+                reply: Reply = decode(frame, Reply)  # the types are the schema: data only, no code
                 with self._lock:
-                    future = self._pending.pop(rid, (None, None))[0]
-                if future is not None:
-                    if ok:
-                        future.set_result(value)
-                    elif value[0] == "profile":
-                        future.set_exception(ProfileError(value[1]))
-                    else:
-                        future.set_exception(WorkerError(value[1]))
+                    future = self._pending.pop(reply.rid, (None, None))[0]
+                if future is None:
+                    continue
+                if reply.ok:
+                    future.set_result(reply)
+                elif reply.error_kind == "profile":
+                    future.set_exception(ProfileError(reply.error[:1000]))
+                else:
+                    future.set_exception(WorkerError(reply.error[:1000]))
+        except (CodecError, FrameError) as exc:  # a worker that breaks the protocol is replaced
+            self.protocol_errors += 1
+            log.error("probe worker sent a malformed frame (%s); replacing it", str(exc)[:200])
+            proc.kill()
         except Exception as exc:  # a broken stream: this worker is done for
             log.error("probe worker stream failed: %s", exc)
             proc.kill()
@@ -74,8 +83,8 @@ class Worker:
         for f in futures:
             f.set_exception(WorkerError("the probe worker died during the request"))
 
-    def call(self, kind: str, payload: Any, timeout: float) -> Any:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    def call(self, request: Callable[[int], Request], timeout: float) -> Reply:
+        future: concurrent.futures.Future[Reply] = concurrent.futures.Future()
         with self._lock:
             if self._closed:
                 raise WorkerError("the agent is stopping")
@@ -84,7 +93,7 @@ class Worker:
             self._pending[rid] = (future, proc)
             try:
                 assert proc.stdin is not None
-                write_frame(proc.stdin, (rid, kind, payload))
+                write_frame(proc.stdin, encode(request(rid)))
             except OSError as exc:
                 self._pending.pop(rid, None)
                 raise WorkerError(f"cannot reach the probe worker: {exc}") from exc
@@ -104,18 +113,23 @@ class Worker:
 
     def probe(self, target: Target, profile: ProfileRef, options: ProbeOptions) -> list[ProbeResult]:
         # a margin for start-up and analysis beyond the longest a target can take
-        result: list[ProbeResult] = self.call(
-            "probe", (target, profile, options), options.limits.target_timeout + 10
-        )
-        return result
+        probe = ProbeRequest(target, profile, options)
+        reply = self.call(lambda rid: Request(rid, "probe", probe=probe), options.limits.target_timeout + 10)
+        if reply.results is None:
+            raise WorkerError("the probe worker answered a probe without results")
+        return list(reply.results)
 
     def profile(self, spec: str) -> ProfileRef:
-        ref: ProfileRef = self.call("profile", spec, 30)
-        return ref
+        reply = self.call(lambda rid: Request(rid, "profile", spec=spec), 30)
+        if reply.profile is None:
+            raise WorkerError("the probe worker answered without the profile")
+        return reply.profile
 
     def host(self) -> HostReport:
-        report: HostReport = self.call("host", None, 60)
-        return report
+        reply = self.call(lambda rid: Request(rid, "host"), 60)
+        if reply.host is None:
+            raise WorkerError("the probe worker answered without the host report")
+        return reply.host
 
     def stop(self) -> None:
         with self._lock:

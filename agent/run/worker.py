@@ -2,7 +2,8 @@
 
 TLS, the parsing of attacker-controlled certificates and the chain analysis run here, in a process of
 their own: the agent's main process stays small (no X.509 or TLS stack loaded) and a crash on hostile
-input costs one worker restart, not the agent. Frames on stdin/stdout: 4-byte length, then a pickle."""
+input costs one worker restart, not the agent. Frames on stdin/stdout: 4-byte length, then JSON
+(messages.py): what this process sends back is data, decoded against fixed types, never code."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import concurrent.futures
 import os
 import sys
 import threading
-from typing import Any
 
-from relaywatch.analysis.profile import ProfileError, TrustProfile, load_profile
+from relaywatch.analysis.profile import TrustProfile, load_profile
+from relaywatch.analysis.profile_ref import ProfileError
+from relaywatch.codec import decode, encode
 from relaywatch.pipeline import check
 from relaywatch.run.frames import read_frame, write_frame
 from relaywatch.run.malloc import fewer_malloc_arenas
+from relaywatch.run.messages import Reply, Request
 
 # Profiles as checked when the agent (re)loaded its config, by digest: an edit on disk takes effect at
 # the next reload, which checks it first, never behind the agent's back.
@@ -28,9 +31,10 @@ def _remember(profile: TrustProfile) -> None:
     _checked[profile.digest] = profile
 
 
-def handle(kind: str, payload: Any) -> Any:
-    if kind == "probe":
-        target, ref, options = payload
+def handle(request: Request) -> Reply:
+    kind, rid = request.kind, request.rid
+    if kind == "probe" and request.probe is not None:
+        target, ref, options = request.probe.target, request.probe.profile, request.probe.options
         profile = _checked.get(ref.digest)
         if profile is None:  # a new worker (the last one died): the file must still be what was checked
             profile = load_profile(ref.source)
@@ -39,15 +43,15 @@ def handle(kind: str, payload: Any) -> Any:
                     f"{ref.source} changed on disk since the config was loaded: reload to use it"
                 )
             _remember(profile)
-        return check(target, profile, options)
-    if kind == "profile":
-        profile = load_profile(payload)
+        return Reply(rid, True, results=tuple(check(target, profile, options)))
+    if kind == "profile" and request.spec is not None:
+        profile = load_profile(request.spec)
         _remember(profile)
-        return profile.ref()
+        return Reply(rid, True, profile=profile.ref())
     if kind == "host":
         from relaywatch.host.inventory import inventory
 
-        return inventory()
+        return Reply(rid, True, host=inventory())
     raise ValueError(f"unknown request {kind!r}")
 
 
@@ -64,19 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     lock = threading.Lock()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
 
-    def run(rid: int, kind: str, payload: Any) -> None:
+    def run(request: Request) -> None:
         try:
-            reply = (rid, True, handle(kind, payload))
+            reply = handle(request)
         except ProfileError as exc:
-            reply = (rid, False, ("profile", str(exc)))
+            reply = Reply(request.rid, False, "profile", str(exc))
         except Exception as exc:  # reported to the agent, which logs it; the worker goes on
-            reply = (rid, False, ("error", f"{type(exc).__name__}: {exc}"))
+            reply = Reply(request.rid, False, "error", f"{type(exc).__name__}: {exc}")
+        body = encode(reply)
         with lock:
-            write_frame(out, reply)
+            write_frame(out, body)
 
-    while (request := read_frame(inp)) is not None:
-        rid, kind, payload = request
-        pool.submit(run, rid, kind, payload)
+    while (frame := read_frame(inp)) is not None:
+        pool.submit(run, decode(frame, Request))
     pool.shutdown(wait=False, cancel_futures=True)
     return 0
 

@@ -20,7 +20,6 @@ from relaywatch.probe.options import ProbeOptions
 from relaywatch.target import parse_target
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data" / "ms365-ca"
 
 
 @pytest.fixture(scope="session")

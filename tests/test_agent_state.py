@@ -96,8 +96,7 @@ def test_path_worker_keeps_scapy_out_of_the_agent() -> None:
 
 def test_host_metrics_are_bounded_and_labelled() -> None:
     from relaywatch.export.metrics import host_families
-    from relaywatch.host.model import HostReport, StoreCA
-    from relaywatch.host.model import LocalProcess
+    from relaywatch.host.model import HostReport, LocalProcess, StoreCA
 
     report = HostReport(
         (LocalProcess(42, "AvastSvc", "/opt/avast/AvastSvc", "Avast"),),

@@ -1,4 +1,4 @@
-"""`relaywatch analyze` on real Microsoft certificates (shared/data/ms365-ca, copied into the package)."""
+"""`relaywatch analyze` on real Microsoft certificates (public CA certificates copied into the package)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def _pump(a: socket.socket, b: socket.socket) -> None:
         s.setblocking(False)
     try:
         while True:
-            ready = [s for s in (a, b) if isinstance(s, ssl.SSLSocket) and s.pending()]
+            ready: list[socket.socket] = [s for s in (a, b) if isinstance(s, ssl.SSLSocket) and s.pending()]
             if not ready:
                 ready, _, _ = select.select([a, b], [], [], 30)
             if not ready:
@@ -119,6 +119,8 @@ class Resigner:
                 return
             tls_up = _client_ctx().wrap_socket(up, server_hostname="localhost")
             der = tls_up.getpeercert(binary_form=True)
+            if der is None:
+                return
             tls_client = self._context(der).wrap_socket(client, server_side=True)
             _pump(tls_client, tls_up)
         finally:

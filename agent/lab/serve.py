@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import signal
+import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from relaywatch.lab.pki import Issued
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.process_name:
         set_process_name(args.process_name)
+    handler: Callable[[socket.socket, LabServer], None]
     if args.role == "relay":
         ctx = server_context(Issued.load(args.pki, "relay"), [Issued.load(args.pki, "issuing")])
         handler = Mail("smtp", ctx, implicit_tls=args.implicit_tls)

@@ -29,31 +29,24 @@ def judge(trace: PathTrace) -> PathResult:
     t = terminating.ttl if terminating else None
     d = destination.ttl if destination else None
     hops = max((h.ttl for h in (*trace.tcp_hops, *trace.echo_hops) if h.address), default=None)
-    base = dict(
-        hops=hops,
-        terminating_hop=t,
-        destination_hop=d,
-        server_distance=server_distance,
-        packet_modified=bool(modifications),
-        modifications=modifications,
-        trace=trace,
-    )
-    if t is None:
+
+    def result(status: PathStatus, reason: str, middlebox: str | None = None) -> PathResult:
         return PathResult(
-            PathStatus.INCONCLUSIVE, "no SYN-ACK or RST came back for the mail port", middlebox=None, **base
+            status, reason, hops, t, d, middlebox, server_distance, bool(modifications), modifications, trace
         )
+
+    if t is None:
+        return result(PathStatus.INCONCLUSIVE, "no SYN-ACK or RST came back for the mail port")
     if d is None:
         if server_distance is not None and server_distance < t:
             why = (
                 f"ICMP echo unanswered; the server's packets travelled {server_distance} hops, fewer than {t}"
             )
-            return PathResult(PathStatus.TERMINATED_EARLY, why, middlebox=None, **base)
-        return PathResult(
+            return result(PathStatus.TERMINATED_EARLY, why)
+        return result(
             PathStatus.INCONCLUSIVE,
             f"the mail port answers at hop {t}, but ICMP echo to the address is "
             "filtered, so the destination's distance is unknown",
-            middlebox=None,
-            **base,
         )
     if t < d:
         hop = next(
@@ -70,6 +63,6 @@ def judge(trace: PathTrace) -> PathResult:
             f"the mail port answers at hop {t}{where} while the address itself is {d} hops away: "
             "something on the path terminates the TCP session (transparent proxy or intercepting firewall)"
         )
-        return PathResult(PathStatus.TERMINATED_EARLY, why, middlebox=middlebox, **base)
+        return result(PathStatus.TERMINATED_EARLY, why, middlebox)
     why = f"the mail port answers at hop {t}, the destination's own distance ({d})"
-    return PathResult(PathStatus.TERMINATED_AT_DESTINATION, why, middlebox=None, **base)
+    return result(PathStatus.TERMINATED_AT_DESTINATION, why)

@@ -12,21 +12,13 @@ from typing import Any
 
 from relaywatch.addresses import is_ipv6, socket_family
 from relaywatch.path.model import Hop, PathTrace, SentSyn
-from scapy.all import (  # type: ignore[attr-defined]
-    ICMP,
-    IP,
-    TCP,
-    AsyncSniffer,
-    ICMPv6EchoReply,
-    ICMPv6EchoRequest,
-    ICMPv6TimeExceeded,
-    IPerror,
-    IPerror6,
-    IPv6,
-    TCPerror,
-    conf,
-    sr,
-)
+
+# Only the layers used, never scapy.all (which loads every protocol, route and manufacturer table).
+from scapy.config import conf
+from scapy.layers.inet import ICMP, IP, TCP, IPerror, TCPerror
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6TimeExceeded, IPerror6, IPv6
+from scapy.packet import Packet
+from scapy.sendrecv import AsyncSniffer, sr
 
 SENT_MSS, SENT_WINDOW, SENT_WSCALE = 1460, 64240, 7
 conf.verb = 0
@@ -35,7 +27,7 @@ conf.verb = 0
 def _use_loopback_sockets(address: str) -> None:
     """scapy's link-layer sockets do not see loopback traffic; raw L3 sockets do."""
     if ipaddress.ip_address(address).is_loopback:
-        from scapy.all import L3RawSocket, L3RawSocket6  # type: ignore[attr-defined]
+        from scapy.supersocket import L3RawSocket, L3RawSocket6
 
         conf.L3socket, conf.L3socket6 = L3RawSocket, L3RawSocket6
 
@@ -101,7 +93,7 @@ def tcp_trace(address: str, port: int, max_hops: int, timeout: float) -> tuple[H
     by_ttl: dict[int, Hop] = {}
     for sent, reply in answered:
         ttl = int(sent.hlim if is_ipv6(address) else sent.ttl)
-        rtt = (reply.time - sent.sent_time) * 1000 if sent.sent_time else None
+        rtt = (float(reply.time) - float(sent.sent_time)) * 1000 if sent.sent_time else None
         src = reply.src
         if reply.haslayer(TCP) and not reply.haslayer(TCPerror):
             kind = "syn_ack" if reply[TCP].flags & 0x12 == 0x12 else "rst"
@@ -124,6 +116,7 @@ def tcp_trace(address: str, port: int, max_hops: int, timeout: float) -> tuple[H
 
 def echo_trace(address: str, max_hops: int, timeout: float) -> tuple[Hop, ...]:
     ident = random.getrandbits(16)
+    probes: list[Packet]
     if is_ipv6(address):
         probes = [
             IPv6(dst=address, hlim=t) / ICMPv6EchoRequest(id=ident, seq=t) for t in range(1, max_hops + 1)
@@ -134,7 +127,7 @@ def echo_trace(address: str, max_hops: int, timeout: float) -> tuple[Hop, ...]:
     by_ttl: dict[int, Hop] = {}
     for sent, reply in answered:
         ttl = int(sent.hlim if is_ipv6(address) else sent.ttl)
-        rtt = (reply.time - sent.sent_time) * 1000 if sent.sent_time else None
+        rtt = (float(reply.time) - float(sent.sent_time)) * 1000 if sent.sent_time else None
         echo = reply.haslayer(ICMPv6EchoReply) or (
             reply.haslayer(ICMP) and reply[ICMP].type == 0 and not reply.haslayer(IPerror)
         )

@@ -4,46 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from relaywatch.lab.demo import Lab
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.2) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (OSError, urllib.error.URLError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-def get(url: str, timeout: float = 10, **kw: object) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, **kw), timeout=timeout) as r:  # type: ignore[arg-type]
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+from tests.support import ROOT, free_port, get, stop, wait_for, which
 
 
 @dataclass
@@ -57,7 +26,9 @@ class Agent:
 
 
 @contextlib.contextmanager
-def run_agent(config: Path, *args: str, ready: bool = True) -> Iterator[Agent]:
+def run_agent(
+    config: Path, *args: str, ready: bool = True, env: Mapping[str, str] | None = None
+) -> Iterator[Agent]:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -77,7 +48,7 @@ def run_agent(config: Path, *args: str, ready: bool = True) -> Iterator[Agent]:
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env={**os.environ},
+        env={**os.environ, **(env or {})},
     )
     agent = Agent(proc, f"http://127.0.0.1:{port}", config)
     try:
@@ -86,7 +57,7 @@ def run_agent(config: Path, *args: str, ready: bool = True) -> Iterator[Agent]:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         yield agent
     finally:
-        stop(proc)
+        stop(proc, "relaywatch run")
 
 
 @contextlib.contextmanager
@@ -99,24 +70,13 @@ def prometheus(tmp: Path, agent: Agent) -> Iterator[str]:
         f"    static_configs: [{{targets: ['{agent.url.removeprefix('http://')}']}}]\n"
     )
     argv = [
-        shutil.which("prometheus") or "/usr/bin/prometheus",
+        which("prometheus") or "/usr/bin/prometheus",
         f"--config.file={cfg}",
         f"--storage.tsdb.path={tmp / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]
     with service(argv, f"http://127.0.0.1:{port}/-/ready"):
         yield f"http://127.0.0.1:{port}/api/v1"
-
-
-def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
-    """SIGTERM, then SIGKILL after a bounded wait."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @contextlib.contextmanager
@@ -128,10 +88,10 @@ def service(argv: list[str], url: str, timeout: float = 30) -> Iterator[subproce
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
         yield proc
     finally:
-        stop(proc)
+        stop(proc, argv[0])
 
 
-def lab_config(tmp: Path, lab, interval: str = "2s", extra: str = "") -> Path:  # type: ignore[no-untyped-def]
+def lab_config(tmp: Path, lab: Lab, interval: str = "2s", extra: str = "") -> Path:
     lines = [
         f"interval: {interval}",
         "timeout: 3s",

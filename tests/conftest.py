@@ -1,25 +1,22 @@
-"""Shared lab fixtures: one lab PKI per session, written with a lab trust profile."""
+"""Shared fixtures: one lab PKI per session, written with a lab trust profile; the lab of scenarios; the
+static-hosts seam. Helpers are in tests/support.py.
+
+The unit lane (`pytest -m "not peers"`) must stay pure: a test without the `peers` mark that starts a lab
+server fails at once, naming the mark it lacks."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from relaywatch.analysis.profile import TrustProfile, load_profile
+from relaywatch.lab.demo import Lab, running_lab
 from relaywatch.lab.pki import LabPKI, make_lab_pki
 from relaywatch.lab.servers import LabServer, Mail, server_context
-from relaywatch.model import ProbeResult
-from relaywatch.pipeline import check
-from relaywatch.probe.limits import Limits
-from relaywatch.probe.options import ProbeOptions
-from relaywatch.target import parse_target
+from relaywatch.probe.resolve import HOSTS_FILE_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import StaticHosts, write_hosts
 
 
 @pytest.fixture(scope="session")
@@ -45,25 +42,45 @@ def relay(pki: LabPKI) -> Iterator[LabServer]:
         yield s
 
 
-def probe(target: str, profile: TrustProfile, timeout: float = 5.0) -> list[ProbeResult]:
-    opts = ProbeOptions(limits=Limits(timeout=timeout, phase_timeout=timeout))
-    return check(parse_target(target), profile, opts)
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    """Every demo scenario on loopback, once per module."""
+    with running_lab() as lab:
+        yield lab
 
 
-def run_cli(
-    *args: str, timeout: float = 60, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relaywatch", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+@pytest.fixture
+def static_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StaticHosts:
+    """Point the resolver at a hosts file (RELAYWATCH_HOSTS_FILE) for this test: in-process probes and
+    `relaywatch` subprocesses started with os.environ then resolve those names to those addresses."""
+
+    def use(mapping: Mapping[str, Iterable[str]]) -> Path:
+        path = write_hosts(tmp_path / "hosts", mapping)
+        monkeypatch.setenv(HOSTS_FILE_ENV, str(path))
+        return path
+
+    return use
 
 
-def cli_json(*args: str, **kw: object) -> tuple[int, list[dict]]:  # type: ignore[type-arg]
-    proc = run_cli(*args, "--json", **kw)  # type: ignore[arg-type]
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+_PEER_FIXTURES = {"relay", "lab", "net"}  # fixtures that start lab servers, processes or namespaces
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for a peer fixture without the `peers` mark is a mistake in the lanes: refuse it
+    at collection rather than let it slow the unit lane down."""
+    for item in items:
+        wanted = _PEER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if wanted and item.get_closest_marker("peers") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {sorted(wanted)} but is not marked peers")
+
+
+@pytest.fixture(autouse=True)
+def _unit_lane_is_pure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unmarked tests run in the unit lane: starting a lab server there is refused."""
+    if request.node.get_closest_marker("peers") is not None:
+        return
+
+    def refuse(self: LabServer) -> LabServer:
+        raise AssertionError(f"{request.node.nodeid} starts a LabServer: mark it @pytest.mark.peers")
+
+    monkeypatch.setattr(LabServer, "__enter__", refuse)

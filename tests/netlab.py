@@ -9,14 +9,11 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from tests.agent_helpers import stop
+from tests.support import ROOT, stop, wait_listening
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENT_V4, FW_IN_V4, FW_OUT_V4, RELAY_V4 = "198.51.100.2", "198.51.100.1", "203.0.113.1", "203.0.113.2"
 CLIENT_V6, FW_IN_V6, FW_OUT_V6, RELAY_V6 = "2001:db8:1::2", "2001:db8:1::1", "2001:db8:2::1", "2001:db8:2::2"
 
@@ -56,7 +53,8 @@ class Net:
     def ns(self, ns: str, *argv: str) -> None:
         sh("ip", "netns", "exec", ns, *argv)
 
-    def start(self, ns: str, *argv: str, ready: str | None = None) -> subprocess.Popen[str]:
+    def start(self, ns: str, *argv: str, ready: int | None = None) -> subprocess.Popen[str]:
+        """Start ``argv`` in ``ns``; with ``ready``, return once it listens on that port (any address)."""
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, *argv],
             stdout=subprocess.PIPE,
@@ -65,19 +63,15 @@ class Net:
             cwd=ROOT,
         )
         self.procs.append(proc)
-        if ready:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                listening = sh("ip", "netns", "exec", ns, "ss", "-ltnH", check=False).stdout
-                if ready in listening:
-                    return proc
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{argv[0]} exited: {proc.stderr.read() if proc.stderr else ''}")
-                time.sleep(0.1)
-            raise RuntimeError(f"{argv} did not listen on {ready}")
+        if ready is not None:
+            try:
+                wait_listening(ready, proc, " ".join(argv[:4]), host=None, netns=ns, timeout=20)
+            except RuntimeError as exc:
+                err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+                raise RuntimeError(f"{exc}\n{err}") from None
         return proc
 
-    def python(self, ns: str, *argv: str, ready: str | None = None) -> subprocess.Popen[str]:
+    def python(self, ns: str, *argv: str, ready: int | None = None) -> subprocess.Popen[str]:
         return self.start(ns, sys.executable, *argv, ready=ready)
 
 

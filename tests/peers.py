@@ -15,175 +15,31 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = [
-    "LISTEN_DEADLINE_S",
-    "SslsplitHandle",
-    "free_port",
-    "port_listening",
-    "postfix_relay",
-    "sslsplit_autossl",
-]
+from tests.support import (
+    HOST,
+    LOG_TAIL_CHARS,
+    SBIN_PATH,
+    ensure_port_free,
+    port_listening,
+    stop,
+    tail,
+    wait_closed,
+    wait_listening,
+    which,
+)
 
-HOST = "127.0.0.1"
-LISTEN_DEADLINE_S = 15.0
-STOP_DEADLINE_S = 10.0
+__all__ = ["SslsplitHandle", "postfix_relay", "sslsplit_autossl"]
+
 CMD_TIMEOUT_S = 60.0
-_SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_LOG_TAIL_CHARS = 6000
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _which(cmd: str) -> str | None:
-    return shutil.which(cmd, path=os.environ.get("PATH", "") + os.pathsep + _SBIN_PATH)
-
-
-def _listeners(port: int) -> list[str]:
-    """Local addresses (``addr:port``) of TCP listeners on ``port``, as ``ss`` reports them."""
-    ss = _which("ss")
-    if ss is None:
-        raise RuntimeError("`ss` (iproute2) is not installed; it is needed to wait for listeners")
-    res = subprocess.run(
-        [ss, "-ltnH", f"sport = :{port}"], capture_output=True, text=True, timeout=10, check=False
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"ss failed ({res.returncode}): {res.stderr.strip()}")
-    out: list[str] = []
-    for line in res.stdout.splitlines():
-        fields = line.split()
-        # State Recv-Q Send-Q Local:Port Peer:Port [Process]
-        if len(fields) >= 4 and fields[3].rsplit(":", 1)[-1] == str(port):
-            out.append(fields[3])
-    return out
-
-
-def port_listening(port: int, host: str = HOST) -> bool:
-    """True when a TCP listener is bound to ``host:port`` (checked with ``ss``, no connect)."""
-    return f"{host}:{port}" in _listeners(port)
-
-
-def free_port(lo: int = 26000, hi: int = 26999) -> int:
-    """A port in ``[lo, hi]`` with no listener and bindable on 127.0.0.1 right now.
-
-    Starts at a random offset so that concurrent test runs rarely pick the same one.
-    """
-    span = hi - lo + 1
-    start = int.from_bytes(os.urandom(2), "big") % span
-    for i in range(span):
-        port = lo + (start + i) % span
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-        if not _listeners(port):
-            return port
-    raise RuntimeError(f"no free TCP port in {lo}-{hi} on {HOST}")
-
-
-def _ensure_port_free(port: int) -> None:
-    busy = _listeners(port)
-    if busy:
-        raise RuntimeError(f"TCP port {port} is already in use by a listener on {', '.join(busy)}")
-
-
-def _tail(path: Path, limit: int = _LOG_TAIL_CHARS) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<{path}: {exc.strerror}>"
-    return text if len(text) <= limit else "...\n" + text[-limit:]
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, pgrp) of a process from /proc, or None when it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rfind(")") + 2 :].split()
-    return rest[0], int(rest[2])
-
-
-def _live_pids_in_group(pgid: int) -> list[int]:
-    pids: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        st = _proc_stat(int(entry))
-        if st is not None and st[1] == pgid and st[0] not in ("Z", "X"):
-            pids.append(int(entry))
-    return pids
-
-
-def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _wait_group_gone(pgid: int, deadline_s: float) -> list[int]:
-    end = time.monotonic() + deadline_s
-    while True:
-        left = _live_pids_in_group(pgid)
-        if not left or time.monotonic() >= end:
-            return left
-        time.sleep(0.05)
-
-
-def _stop_process(proc: subprocess.Popen[bytes], what: str) -> None:
-    """SIGTERM the leader (it stops its own children), bounded wait, SIGKILL; then make sure
-    nothing of its process group is left (SIGTERM, then SIGKILL, each with a bounded wait).
-
-    ``proc`` must lead its own process group (``start_new_session`` or its own setsid()).
-    """
-    pgid = proc.pid
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_DEADLINE_S)
-    left = _wait_group_gone(pgid, 2.0)
-    if left:
-        _kill_group(pgid, signal.SIGTERM)
-        left = _wait_group_gone(pgid, 3.0)
-    if left:
-        _kill_group(pgid, signal.SIGKILL)
-        left = _wait_group_gone(pgid, 5.0)
-    if left:
-        raise RuntimeError(f"{what}: processes {left} of process group {pgid} survived SIGKILL")
-
-
-def _wait_listening(
-    port: int, proc: subprocess.Popen[bytes], what: str, diag: Path, deadline_s: float = LISTEN_DEADLINE_S
-) -> None:
-    """Poll ``ss`` until ``what`` listens on 127.0.0.1:``port``; fail early if it exits."""
-    end = time.monotonic() + deadline_s
-    while True:
-        if port_listening(port):
-            return
-        rc = proc.poll()
-        if rc is not None:
-            raise RuntimeError(
-                f"{what} exited with status {rc} before listening on {HOST}:{port}; see {diag}"
-            )
-        if time.monotonic() >= end:
-            raise RuntimeError(f"{what} not listening on {HOST}:{port} after {deadline_s:.0f} s; see {diag}")
-        time.sleep(0.1)
 
 
 def _traversable_by(path: Path, uid: int, gid: int) -> bool:
@@ -271,8 +127,8 @@ smtpd_tls_received_header = yes
 
 
 def _postfix_tools() -> tuple[str, Path]:
-    postfix = _which("postfix")
-    postconf = _which("postconf")
+    postfix = which("postfix")
+    postconf = which("postconf")
     if postfix is None or postconf is None:
         raise RuntimeError(
             "Postfix is not installed (no `postfix`/`postconf` in PATH or /usr/sbin); "
@@ -314,7 +170,7 @@ def postfix_relay(
     for pem in (cert_chain_pem, key_pem):
         if not Path(pem).is_file():
             raise RuntimeError(f"postfix_relay: {pem} is not a file")
-    _ensure_port_free(port)
+    ensure_port_free(port)
 
     workdir.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix=f"postfix-{port}-", dir=workdir)).resolve()
@@ -364,7 +220,7 @@ def postfix_relay(
         if chk.returncode != 0:
             raise RuntimeError(
                 f"`postfix -c {conf} check` failed ({chk.returncode}):\n{chk.stdout}{chk.stderr}\n"
-                f"maillog:\n{_tail(maillog)}"
+                f"maillog:\n{tail(maillog)}"
             )
         # master in the foreground (-s: no daemon fork, stdout kept); it calls setsid() itself,
         # so its pid is the process group of every Postfix daemon of this instance (and were
@@ -376,20 +232,19 @@ def postfix_relay(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=base,
-                env={"PATH": _SBIN_PATH, "MAIL_CONFIG": str(conf), "LANG": "C"},
+                env={"PATH": SBIN_PATH, "MAIL_CONFIG": str(conf), "LANG": "C"},
             )
         try:
-            _wait_listening(port, proc, "postfix master", maillog)
+            wait_listening(port, proc, "postfix master", diag=maillog)
         except RuntimeError as exc:
-            raise RuntimeError(f"{exc}\nmaillog:\n{_tail(maillog)}") from None
+            raise RuntimeError(f"{exc}\nmaillog:\n{tail(maillog)}") from None
         yield port
     finally:
         try:
             if proc is not None:
-                _stop_process(proc, "postfix master")
-                end = time.monotonic() + 5.0
-                while port_listening(port) and time.monotonic() < end:
-                    time.sleep(0.05)
+                # master leads its own process group (it calls setsid()): stop the whole instance
+                stop(proc, "postfix master", group=True)
+                wait_closed(port)
         finally:
             if own_data_tmp is not None:
                 shutil.rmtree(own_data_tmp, ignore_errors=True)
@@ -427,15 +282,15 @@ class SslsplitHandle:
         """The process is still running and its listener is still there."""
         return self.proc.poll() is None and port_listening(self.port)
 
-    def log_text(self, limit: int = _LOG_TAIL_CHARS) -> str:
+    def log_text(self, limit: int = LOG_TAIL_CHARS) -> str:
         """stdout/stderr, the connect log and the content logs (each cut to ``limit`` chars)."""
         rc = self.proc.poll()
         parts = [f"sslsplit pid {self.proc.pid} {'running' if rc is None else f'exited {rc}'}"]
-        parts.append(f"== {self.output_file.name}\n{_tail(self.output_file, limit)}")
-        parts.append(f"== {self.connect_log.name}\n{_tail(self.connect_log, limit)}")
+        parts.append(f"== {self.output_file.name}\n{tail(self.output_file, limit)}")
+        parts.append(f"== {self.connect_log.name}\n{tail(self.connect_log, limit)}")
         if self.content_dir.is_dir():
             for f in sorted(self.content_dir.iterdir())[-5:]:
-                parts.append(f"== content/{f.name}\n{_tail(f, limit)}")
+                parts.append(f"== content/{f.name}\n{tail(f, limit)}")
         return "\n".join(parts)
 
 
@@ -455,10 +310,10 @@ def sslsplit_autossl(
     forged from the upstream's (subject and SANs copied) and signed by the given CA.
     Logs go to a fresh ``sslsplit-PORT-*`` directory under ``workdir``.
     """
-    sslsplit = _which("sslsplit")
+    sslsplit = which("sslsplit")
     if sslsplit is None:
         raise RuntimeError("sslsplit is not installed; run scripts/setup.sh or `apt-get install sslsplit`")
-    _ensure_port_free(listen_port)
+    ensure_port_free(listen_port)
     workdir.mkdir(parents=True, exist_ok=True)
     logdir = Path(tempfile.mkdtemp(prefix=f"sslsplit-{listen_port}-", dir=workdir)).resolve()
     content, certs = logdir / "content", logdir / "certs"
@@ -486,12 +341,10 @@ def sslsplit_autossl(
     handle = SslsplitHandle(port=listen_port, upstream_port=upstream_port, proc=proc, logdir=logdir)
     try:
         try:
-            _wait_listening(listen_port, proc, "sslsplit", logdir)
+            wait_listening(listen_port, proc, "sslsplit", diag=logdir)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{handle.log_text()}") from None
         yield handle
     finally:
-        _stop_process(proc, "sslsplit")
-        end = time.monotonic() + 5.0
-        while port_listening(listen_port) and time.monotonic() < end:
-            time.sleep(0.05)
+        stop(proc, "sslsplit", group=True)
+        wait_closed(listen_port)

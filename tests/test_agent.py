@@ -10,32 +10,36 @@ import signal
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.parse
-from collections.abc import Iterator
+import urllib.request
 from pathlib import Path
 
 import bcrypt
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from relaywatch.lab.demo import Lab, running_lab
+from relaywatch.lab.demo import Lab
 from relaywatch.lab.pki import make_leaf
+from relaywatch.lab.proxies import Resigner
+from relaywatch.lab.servers import LabServer, Mail, server_context
 
-from tests.agent_helpers import get, lab_config, prometheus, run_agent, wait_for
+from tests.agent_helpers import Agent, lab_config, prometheus, run_agent
+from tests.support import (
+    StaticHosts,
+    families,
+    get,
+    samples,
+    scenario,
+    total,
+    value,
+    wait_for,
+    write_key_pair,
+    write_pem,
+)
 
 pytestmark = pytest.mark.peers
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with running_lab() as lab:
-        yield lab
-
-
-def scenario(lab: Lab, name: str) -> str:
-    return next(s.target for s in lab.scenarios if s.name == name)
-
-
-def all_probed(agent, lab: Lab) -> bool:  # type: ignore[no-untyped-def]
+def all_probed(agent: Agent, lab: Lab) -> bool:
     text = agent.metrics()
     return all(f'target="{s.target}"' in text for s in lab.scenarios)
 
@@ -50,7 +54,7 @@ def test_real_prometheus_sees_interception(lab: Lab, tmp_path: Path) -> None:
             return found if {"mail-shield", "relay"} <= set(found) else None
 
         found = wait_for(values, 60)
-    assert found["mail-shield"] == "1" and found["relay"] == "0"  # type: ignore[index]
+    assert found["mail-shield"] == "1" and found["relay"] == "0"
 
 
 def test_metrics_contract_and_promtool(lab: Lab, tmp_path: Path) -> None:
@@ -61,7 +65,7 @@ def test_metrics_contract_and_promtool(lab: Lab, tmp_path: Path) -> None:
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert promtool.returncode == 0, promtool.stdout + promtool.stderr
-    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    fams = families(text)
     for name in (
         "relaywatch_probe_success",
         "relaywatch_verdict",
@@ -79,12 +83,37 @@ def test_metrics_contract_and_promtool(lab: Lab, tmp_path: Path) -> None:
         "relaywatch_profile_info",
     ):
         assert name in fams, name
-    shield = scenario(lab, "mail-shield")
-    info = [s for s in fams["relaywatch_interceptor_info"].samples if s.labels["target"] == shield]
+    info = samples(text, "relaywatch_interceptor_info", target=scenario(lab, "mail-shield"))
     assert info and info[0].labels["product"] == "Avast" and info[0].labels["kind"] == "antivirus"
-    states = [s for s in fams["relaywatch_starttls_state"].samples if s.labels["scenario"] == "cisco-asa"]
+    states = samples(text, "relaywatch_starttls_state", scenario="cisco-asa")
     assert {s.labels["state"]: s.value for s in states}["masked"] == 1.0
     assert sum(s.value for s in states) == 1.0  # a state set: exactly one is 1
+
+
+def test_every_address_of_a_name_is_probed_apart(lab: Lab, tmp_path: Path, static_hosts: StaticHosts) -> None:
+    """A name with an IPv4 and an IPv6 address (through RELAYWATCH_HOSTS_FILE, inherited by the agent):
+    each address is its own series, and only the re-signed one reports interception."""
+    name = "dual.relaywatch.test"
+    static_hosts({name: ["127.0.0.1", "::1"]})
+    mail = Mail("smtp", server_context(lab.pki.relay, [lab.pki.issuing]))
+    cfg = tmp_path / "relaywatch.yml"
+
+    def both() -> str | None:
+        text = agent.metrics()
+        return text if 'address="::1"' in text and 'address="127.0.0.1"' in text else None
+
+    with LabServer(mail, "::1") as v6:
+        resigner = Resigner(("::1", v6.port), lab.pki.interception_ca)
+        with LabServer(resigner, "127.0.0.1", v6.port):
+            cfg.write_text(
+                f"interval: 30s\ntimeout: 3s\nprofile: {lab.directory}/lab-profile.yml\n"
+                f"targets: [smtp://{name}:{v6.port}]\n"
+            )
+            with run_agent(cfg) as agent:
+                text = wait_for(both, 30)
+    assert value(text, "relaywatch_interception_detected", address="127.0.0.1") == 1
+    assert value(text, "relaywatch_interception_detected", address="::1") == 0
+    assert value(text, "relaywatch_verdict", address="::1", verdict="ok") == 1
 
 
 def test_probe_endpoint_is_restricted(lab: Lab, tmp_path: Path) -> None:
@@ -101,8 +130,9 @@ def test_probe_endpoint_is_restricted(lab: Lab, tmp_path: Path) -> None:
         status, body = get(
             agent.url + "/probe?target=smtps://127.0.0.1:1"
         )  # allowed by pattern: refused port
-        verdicts = {f.name: f for f in text_string_to_metric_families(body)}["relaywatch_verdict"].samples
+        verdicts = samples(body, "relaywatch_verdict")
         assert status == 200 and [s.labels["verdict"] for s in verdicts if s.value == 1] == ["unreachable"]
+        assert value(body, "relaywatch_probe_success") == 0
 
 
 def test_bad_config_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -164,18 +194,14 @@ def test_web_config_tls_and_basic_auth(lab: Lab, tmp_path: Path) -> None:
 
         def fetch(user: str, password: str) -> tuple[int, str]:
             auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-            import urllib.request
-
             req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Basic {auth}"})
             try:
                 with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
-                    return r.status, r.read().decode()
-            except urllib.error.HTTPError as e:  # type: ignore[name-defined]
+                    return int(r.status), r.read().decode()
+            except urllib.error.HTTPError as e:
                 return e.code, e.read().decode()
 
-        import urllib.error
-
-        status, body = wait_for(lambda: fetch("prometheus", "s3cret"), 20)  # type: ignore[misc]
+        status, body = wait_for(lambda: fetch("prometheus", "s3cret"), 20)
         assert status == 200 and "relaywatch_build_info" in body
         assert fetch("prometheus", "wrong") == (401, "Unauthorized\n")
         assert fetch("nobody", "s3cret") == (401, "Unauthorized\n")
@@ -186,20 +212,15 @@ def test_web_config_tls_and_basic_auth(lab: Lab, tmp_path: Path) -> None:
 def test_web_config_client_certificates(lab: Lab, tmp_path: Path) -> None:
     d = lab.directory
     web = tmp_path / "web.yml"
-    (tmp_path / "clients.pem").write_bytes((d / "root.pem").read_bytes() + (d / "issuing.pem").read_bytes())
+    write_pem(tmp_path / "clients.pem", lab.pki.root, lab.pki.issuing)
     web.write_text(
         f"tls_server_config:\n  cert_file: {d}/relay.pem\n  key_file: {d}/relay.key\n"
         f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {tmp_path}/clients.pem\n"
     )
     stranger = make_leaf(lab.pki.unknown_ca, ("client.relaywatch.test",), client=True)
     member = make_leaf(lab.pki.issuing, ("prometheus.relaywatch.test",), client=True)
-    (tmp_path / "member.pem").write_bytes(member.cert_pem())
-    (tmp_path / "member.key").write_bytes(member.key_pem())
-    (tmp_path / "stranger.pem").write_bytes(stranger.cert_pem())
-    (tmp_path / "stranger.key").write_bytes(stranger.key_pem())
-    import urllib.error
-    import urllib.request
-
+    member_pem, member_key = write_key_pair(tmp_path, "member", member)
+    stranger_pem, stranger_key = write_key_pair(tmp_path, "stranger", stranger)
     ctx = ssl.create_default_context(cafile=str(d / "root.pem"))
     ctx.load_verify_locations(str(d / "issuing.pem"))
     with run_agent(lab_config(tmp_path, lab), "--web.config.file", str(web), ready=False) as agent:
@@ -207,23 +228,18 @@ def test_web_config_client_certificates(lab: Lab, tmp_path: Path) -> None:
         time.sleep(1.5)
         with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
             urllib.request.urlopen(url, context=ctx, timeout=5).read()
-        ctx.load_cert_chain(str(tmp_path / "stranger.pem"), str(tmp_path / "stranger.key"))  # foreign CA
+        ctx.load_cert_chain(stranger_pem, stranger_key)  # foreign CA
         with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
             urllib.request.urlopen(url, context=ctx, timeout=5).read()
         good = ssl.create_default_context(cafile=str(d / "root.pem"))
         good.load_verify_locations(str(d / "issuing.pem"))
-        good.load_cert_chain(str(tmp_path / "member.pem"), str(tmp_path / "member.key"))
+        good.load_cert_chain(member_pem, member_key)
         with urllib.request.urlopen(url, context=good, timeout=5) as r:
             assert r.status == 200
 
 
-def _probes(agent) -> float:  # type: ignore[no-untyped-def]
-    return sum(
-        s.value
-        for f in text_string_to_metric_families(agent.metrics())
-        if f.name == "relaywatch_probes"
-        for s in f.samples
-    )
+def _probes(agent: Agent) -> float:
+    return total(agent.metrics(), "relaywatch_probes_total")
 
 
 def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Path) -> None:
@@ -252,7 +268,7 @@ def test_profile_edited_on_disk_waits_for_a_checked_reload(lab: Lab, tmp_path: P
     for name in ("lab-profile.yml", "root.pem", "issuing.pem"):
         shutil.copy(lab.directory / name, tmp_path / name)
     cfg = tmp_path / "relaywatch.yml"
-    relay = next(s.target for s in lab.scenarios if s.name == "relay")
+    relay = scenario(lab, "relay")
     cfg.write_text(f"interval: 1s\ntimeout: 3s\nprofile: {tmp_path}/lab-profile.yml\ntargets: [{relay}]\n")
     with run_agent(cfg) as agent:
         wait_for(lambda: 'verdict="ok"} 1.0' in agent.metrics(), 30)

@@ -5,35 +5,25 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-from prometheus_client.parser import text_string_to_metric_families
-from relaywatch.lab.demo import Lab, running_lab
+from relaywatch.lab.demo import Lab
 from relaywatch.lab.pki import make_ca
 from relaywatch.lab.proxies import Resigner
 from relaywatch.lab.servers import LabServer
 
-from tests.agent_helpers import free_port, get, lab_config, run_agent, service, wait_for
+from tests.agent_helpers import lab_config, run_agent, service
+from tests.support import cn_name, free_port, get, samples, scenario, series_set, wait_for, which
 
 pytestmark = pytest.mark.peers
 XSS = "<script>document.title='XSS'</script><b>x"
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    with running_lab() as lab:
-        yield lab
-
-
 def chromium_dom(url: str, tmp: Path) -> str:
-    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    exe = which("chromium") or "/usr/bin/chromium"
     proc = subprocess.run(
         [
             exe,
@@ -58,26 +48,9 @@ def chromium_dom(url: str, tmp: Path) -> str:
     return proc.stdout
 
 
-def series_set(text: str, drop: tuple[str, ...] = ()) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
-    out = set()
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name.startswith("relaywatch_") and not s.name.startswith("relaywatch_build"):
-                labels = tuple(
-                    sorted(
-                        (k, str(float(v)) if k == "le" else v)  # 1 and 1.0 are the same bound
-                        for k, v in s.labels.items()
-                        if k not in drop
-                    )
-                )
-                out.add((s.name, labels))
-    return out
-
-
 def test_status_page_in_chromium_shows_interceptor_and_escapes(lab: Lab, tmp_path: Path) -> None:
-    relay = next(s.target for s in lab.scenarios if s.name == "relay")
-    port = int(relay.rsplit(":", 1)[1])
-    evil_ca = make_ca(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, XSS)]))
+    port = int(scenario(lab, "relay").rsplit(":", 1)[1])
+    evil_ca = make_ca(cn_name(XSS))
     with LabServer(Resigner(("127.0.0.1", port), evil_ca)) as evil:
         cfg = lab_config(tmp_path, lab)
         cfg.write_text(
@@ -88,7 +61,7 @@ def test_status_page_in_chromium_shows_interceptor_and_escapes(lab: Lab, tmp_pat
                 lambda: f'127.0.0.1:{evil.port}"' in agent.metrics() and "Avast" in get(agent.url)[1], 60
             )
             page = chromium_dom(agent.url + "/", tmp_path)
-            shield = next(s.target for s in lab.scenarios if s.name == "mail-shield")
+            shield = scenario(lab, "mail-shield")
             row = next(r for r in page.split("</tr>") if shield in r)
             assert "intercepted" in row and "Avast" in row
             evil_row = next(r for r in page.split("</tr>") if f"127.0.0.1:{evil.port}<" in r)
@@ -101,7 +74,7 @@ def test_status_page_in_chromium_shows_interceptor_and_escapes(lab: Lab, tmp_pat
 
 def test_pushgateway_and_textfile_carry_the_same_series(lab: Lab, tmp_path: Path) -> None:
     port = free_port()
-    exe = shutil.which("prometheus-pushgateway") or "/usr/bin/prometheus-pushgateway"
+    exe = which("prometheus-pushgateway") or "/usr/bin/prometheus-pushgateway"
     textfile = tmp_path / "relaywatch.prom"
     with service(
         [exe, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
@@ -145,19 +118,14 @@ def test_evidence_log_has_chain_and_transcript(lab: Lab, tmp_path: Path) -> None
 
 def test_probe_of_unconfigured_profile_param(lab: Lab, tmp_path: Path) -> None:
     """/probe?profile= picks another profile for that probe (here: microsoft365, so the lab is foreign)."""
-    relay = next(s.target for s in lab.scenarios if s.name == "relay")
+    relay = scenario(lab, "relay")
     with run_agent(lab_config(tmp_path, lab, interval="30s")) as agent:
         _, lab_view = get(f"{agent.url}/probe?target={urllib.parse.quote(relay)}")
         _, ms_view = get(f"{agent.url}/probe?target={urllib.parse.quote(relay)}&profile=microsoft365")
         status, _ = get(f"{agent.url}/probe?target={urllib.parse.quote(relay)}&profile=nope")
     assert "relaywatch_interception_detected" in lab_view and status == 400
 
-    def detected(t):
-        return [
-            s.value
-            for f in text_string_to_metric_families(t)
-            if f.name == "relaywatch_interception_detected"
-            for s in f.samples
-        ]
+    def detected(text: str) -> list[float]:
+        return [s.value for s in samples(text, "relaywatch_interception_detected")]
 
     assert detected(lab_view) == [0.0] and detected(ms_view) == [1.0]

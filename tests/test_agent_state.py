@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ssl
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
+import pytest
+from relaywatch.analysis.profile import TrustProfile
 from relaywatch.export.metrics import MAX_LABEL, label
 from relaywatch.lab.pki import LabPKI, make_ca, make_leaf
 from relaywatch.lab.servers import LabServer, Mail, server_context
 from relaywatch.run.config import parse_config
 from relaywatch.run.state import AgentState
 
-from tests.conftest import probe
+from tests.support import cn_name, data_lines, probe, samples
 
 
 def exposition(state: AgentState) -> str:
@@ -26,44 +28,36 @@ def test_label_values_are_bounded_and_printable() -> None:
     assert len(value) == MAX_LABEL and value.isprintable() and value.isascii()
 
 
-def test_series_per_target_are_fixed_whatever_the_chain(pki: LabPKI, lab_dir: Path, lab_profile) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.peers
+def test_series_per_target_are_fixed_whatever_the_chain(
+    pki: LabPKI, lab_dir: Path, lab_profile: TrustProfile
+) -> None:
     """A 60-certificate chain with huge names yields the same number of series as a 2-certificate one."""
     cfg = parse_config(f"profile: {lab_dir}/lab-profile.yml\ntargets: [smtp://127.0.0.1:1]\n", "t", lab_dir)
     tc = cfg.targets[0]
 
-    def count(chain_ctx) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    def count(chain_ctx: ssl.SSLContext) -> tuple[int, str]:
         state = AgentState(cfg)
         with LabServer(Mail("smtp", chain_ctx)) as s:
             results = probe(f"smtp://127.0.0.1:{s.port}", lab_profile)
         state.record(tc, [dataclasses.replace(r) for r in results])
         text = exposition(state)
-        return sum(1 for line in text.splitlines() if line and not line.startswith("#")), text
+        return len(data_lines(text)), text
 
     small, _ = count(server_context(pki.relay, [pki.issuing]))
-    cas = [make_ca(_cn("X" * 60 + "\u202e0"))]
+    cas = [make_ca(cn_name("X" * 60 + "\u202e0"))]
     for i in range(1, 59):
-        cas.append(make_ca(_cn("Y" * 60 + str(i)), cas[-1]))
+        cas.append(make_ca(cn_name("Y" * 60 + str(i)), cas[-1]))
     big, text = count(server_context(make_leaf(cas[-1], ("localhost",)), list(reversed(cas))))
-    chain_series = [
-        s
-        for f in text_string_to_metric_families(text)
-        if f.name == "relaywatch_chain_certificate_info"
-        for s in f.samples
-    ]
+    chain_series = samples(text, "relaywatch_chain_certificate_info")
     assert len(chain_series) == 10  # at most 10 positions
     assert all(len(v) <= MAX_LABEL and v.isascii() for s in chain_series for v in s.labels.values())
     # 8 more positions (chain info and expiry) and interceptor_info: a constant, whatever the server sends
     assert big == small + 2 * (10 - 2) + 1
 
 
-def _cn(text: str):  # type: ignore[no-untyped-def]
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text[:64])])
-
-
-def test_addresses_that_vanish_are_removed(pki: LabPKI, lab_dir: Path, lab_profile) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.peers
+def test_addresses_that_vanish_are_removed(pki: LabPKI, lab_dir: Path, lab_profile: TrustProfile) -> None:
     cfg = parse_config(f"profile: {lab_dir}/lab-profile.yml\ntargets: [smtp://relay.test:25]\n", "t", lab_dir)
     tc = cfg.targets[0]
     state = AgentState(cfg)
@@ -80,6 +74,7 @@ def test_addresses_that_vanish_are_removed(pki: LabPKI, lab_dir: Path, lab_profi
     assert changes == []  # same verdict on the remaining address: no event
 
 
+@pytest.mark.peers
 def test_path_worker_keeps_scapy_out_of_the_agent() -> None:
     import socket
     import sys

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from relaywatch.lab.servers import LabServer
 
-from tests.conftest import cli_json, run_cli
+from tests.support import LEAF_2021, cli_json, run_cli
 
 JSON_KEYS = {
     "target",
@@ -27,6 +27,7 @@ JSON_KEYS = {
 }
 
 
+@pytest.mark.peers
 def test_check_json_contract(relay: LabServer, lab_dir: Path) -> None:
     rc, [r] = cli_json(
         "check", "--profile", str(lab_dir / "lab-profile.yml"), f"smtp://127.0.0.1:{relay.port}"
@@ -41,6 +42,7 @@ def test_check_json_contract(relay: LabServer, lab_dir: Path) -> None:
     assert all({"code", "severity", "message", "verdict"} == set(f) for f in r["findings"])
 
 
+@pytest.mark.peers
 def test_check_human_report(relay: LabServer, lab_dir: Path) -> None:
     proc = run_cli(
         "check",
@@ -66,7 +68,7 @@ def test_check_human_report(relay: LabServer, lab_dir: Path) -> None:
         (["analyze", "/nonexistent.pem"], "No such file"),
         (["analyze", "pyproject.toml"], "not a PEM bundle or DER"),
         (
-            ["analyze", "--at", "yesterday", "tests/data/leaf-mail-protection-outlook-com-2021.pem"],
+            ["analyze", "--at", "yesterday", str(LEAF_2021)],
             "ISO 8601",
         ),
     ],
@@ -81,16 +83,15 @@ def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
 def test_broken_profile_names_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("name: x\nanchors: [a.pem\n")
-    proc = run_cli("analyze", "--profile", str(bad), "tests/data/leaf-mail-protection-outlook-com-2021.pem")
+    proc = run_cli("analyze", "--profile", str(bad), str(LEAF_2021))
     assert proc.returncode == 2 and str(bad) in proc.stderr and "line" in proc.stderr
     missing = tmp_path / "missing.yml"
     missing.write_text("name: x\nanchors: [nowhere.pem]\n")
-    proc = run_cli(
-        "analyze", "--profile", str(missing), "tests/data/leaf-mail-protection-outlook-com-2021.pem"
-    )
+    proc = run_cli("analyze", "--profile", str(missing), str(LEAF_2021))
     assert proc.returncode == 2 and "nowhere.pem" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.peers
 def test_exit_1_when_any_target_is_not_ok(relay: LabServer, lab_dir: Path) -> None:
     rc, results = cli_json(
         "check",
@@ -104,6 +105,7 @@ def test_exit_1_when_any_target_is_not_ok(relay: LabServer, lab_dir: Path) -> No
     assert rc == 1 and [r["verdict"] for r in results] == ["ok", "unreachable"]
 
 
+@pytest.mark.peers
 def test_demo_runs_the_whole_lab() -> None:
     proc = run_cli("demo", "--json", timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from relaywatch.lab.hostile import hostile
 
-from tests.conftest import run_cli
+from tests.support import run_cli
+
+pytestmark = pytest.mark.peers
 
 TIMEOUT = 3.0
 MARGIN = 2.0  # process start-up and analysis
@@ -29,7 +32,7 @@ MARGIN = 2.0  # process start-up and analysis
         ("close_after_greeting", "protocol_error", "capabilities"),
     ],
 )
-def test_hostile_server_gets_a_verdict(kind: str, verdict: str, phase: str | None, lab_dir) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_server_gets_a_verdict(kind: str, verdict: str, phase: str | None, lab_dir: Path) -> None:
     with hostile(kind) as server:
         start = time.monotonic()
         proc = run_cli(

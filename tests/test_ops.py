@@ -10,13 +10,14 @@ import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 from relaywatch.lab.demo import running_lab
 
-from tests.agent_helpers import get, prometheus, run_agent, wait_for
+from tests.agent_helpers import prometheus, run_agent
+from tests.support import LEAF_2021, ROOT, get, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "relaywatch.json"
 RULES = ROOT / "packaging" / "prometheus" / "relaywatch-rules.yml"
 RULE_TESTS = ROOT / "packaging" / "prometheus" / "relaywatch-rules.test.yml"
@@ -66,10 +67,11 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
         )
         with run_agent(cfg) as agent, prometheus(tmp_path, agent) as api:
 
-            def query(expr: str) -> list:  # type: ignore[type-arg]
+            def query(expr: str) -> list[Any]:
                 body = json.loads(get(f"{api}/query?query={urllib.parse.quote(expr)}")[1])
                 assert body["status"] == "success", (expr, body)
-                return body["data"]["result"]
+                result: list[Any] = body["data"]["result"]
+                return result
 
             wait_for(
                 lambda: query("relaywatch_path_status") and len(query("relaywatch_verdict == 1")) == 3, 90
@@ -90,6 +92,7 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
                     assert query(expr), (p["title"], expr)
 
 
+@pytest.mark.peers  # promtool, Prometheus's own rule checker: ~15 s
 def test_alert_rules_check_and_unit_tests() -> None:
     check = subprocess.run(
         ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
@@ -116,6 +119,7 @@ def test_alert_rules_check_and_unit_tests() -> None:
         assert r["annotations"]["summary"] and "What to do" in r["annotations"]["description"]
 
 
+@pytest.mark.peers  # promtool: ~15 s
 def test_a_broken_rule_fails_its_unit_tests(tmp_path: Path) -> None:
     broken = RULES.read_text().replace(
         "expr: relaywatch_interception_detected == 1", "expr: relaywatch_interception_detected == 2"
@@ -133,7 +137,7 @@ def test_a_broken_rule_fails_its_unit_tests(tmp_path: Path) -> None:
     assert test.returncode != 0 and "RelaywatchTLSInterception" in test.stdout + test.stderr
 
 
-def _rules() -> list[dict]:  # type: ignore[type-arg]
+def _rules() -> list[dict[str, Any]]:
     import yaml
 
     return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
@@ -195,7 +199,7 @@ def test_debian_package_installs_unit_config_and_a_working_venv(tmp_path: Path) 
             "analyze",
             "--at",
             "2022-01-01",
-            str(ROOT / "tests/data/leaf-mail-protection-outlook-com-2021.pem"),
+            str(LEAF_2021),
         ],
         capture_output=True,
         text=True,

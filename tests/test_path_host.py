@@ -7,10 +7,12 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.netlab import FW_IN_V4, RELAY_V4, RELAY_V6, Net, topology
+from tests.support import value
 
 pytestmark = pytest.mark.peers
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.peers
 @pytest.fixture
 def net(lab_dir: Path) -> Iterator[Net]:
     with topology() as n:
-        n.python(n.relay, "-m", "relaywatch.lab.serve", "relay", str(lab_dir), "[::]:25", ready=":25")
+        n.python(n.relay, "-m", "relaywatch.lab.serve", "relay", str(lab_dir), "[::]:25", ready=25)
         yield n
 
 
@@ -29,7 +31,7 @@ def check(
     *flags: str,
     prefix: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
-) -> dict:  # type: ignore[type-arg]
+) -> dict[str, Any]:
     proc = net.run(
         net.client,
         sys.executable,
@@ -48,7 +50,8 @@ def check(
         env=env,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
-    [result] = json.loads(proc.stdout)
+    results: list[dict[str, Any]] = json.loads(proc.stdout)
+    [result] = results
     return result
 
 
@@ -68,7 +71,7 @@ def intercept_in_firewall(net: Net, lab_dir: Path) -> None:
         "autossl",
         "0.0.0.0",
         "10025",
-        ready=":10025",
+        ready=10025,
     )
     net.ns(
         net.fw,
@@ -109,7 +112,7 @@ def test_implicit_tls_distance_comes_from_the_server_hello(net: Net, lab_dir: Pa
         str(lab_dir),
         "[::]:465",
         "--implicit-tls",
-        ready=":465",
+        ready=465,
     )
     r = check(net, lab_dir, f"smtps://{RELAY_V4}:465")
     assert r["verdict"] == "ok" and r["path"]["status"] == "terminated_at_destination"
@@ -164,7 +167,7 @@ def test_without_raw_sockets_path_is_unavailable(net: Net, lab_dir: Path) -> Non
 
 def test_local_process_behind_a_redirect_is_named(net: Net, lab_dir: Path) -> None:
     """A local 'mitmdump' holds the far end of a probe to a remote relay: redirected on this host."""
-    net.python(net.relay, "-m", "relaywatch.lab.serve", "relay", str(lab_dir), "[::]:2525", ready=":2525")
+    net.python(net.relay, "-m", "relaywatch.lab.serve", "relay", str(lab_dir), "[::]:2525", ready=2525)
     net.python(
         net.client,
         "-m",
@@ -177,7 +180,7 @@ def test_local_process_behind_a_redirect_is_named(net: Net, lab_dir: Path) -> No
         "unknown_ca",
         "--process-name",
         "mitmdump",
-        ready=":10026",
+        ready=10026,
     )
     net.ns(
         net.client,
@@ -238,7 +241,7 @@ def agent_metrics(net: Net, lab_dir: Path, tmp_path: Path, prefix: tuple[str, ..
         str(cfg),
         "--web.listen-address",
         "127.0.0.1:10587",
-        ready=":10587",
+        ready=10587,
     )
     fetch = (
         "import sys, time, urllib.request\n"
@@ -251,16 +254,6 @@ def agent_metrics(net: Net, lab_dir: Path, tmp_path: Path, prefix: tuple[str, ..
     proc = net.run(net.client, sys.executable, "-c", fetch, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    raise KeyError(name)
 
 
 def test_agent_path_metrics_show_the_middlebox(net: Net, lab_dir: Path, tmp_path: Path) -> None:

@@ -6,18 +6,20 @@ from pathlib import Path
 
 import pytest
 from relaywatch.analysis.profile import TrustProfile
+from relaywatch.lab.pki import LabPKI
 from relaywatch.lab.servers import LabServer
 from relaywatch.model import StartTLSState, Verdict
 
-from tests.conftest import probe
-from tests.peers import free_port, postfix_relay, sslsplit_autossl
+from tests.peers import postfix_relay, sslsplit_autossl
+from tests.support import free_port, probe, write_pem
 
 pytestmark = pytest.mark.peers
 
 
-def test_postfix_relay_with_starttls_is_ok(tmp_path: Path, lab_dir: Path, lab_profile: TrustProfile) -> None:
-    chain = tmp_path / "chain.pem"
-    chain.write_bytes((lab_dir / "relay.pem").read_bytes() + (lab_dir / "issuing.pem").read_bytes())
+def test_postfix_relay_with_starttls_is_ok(
+    tmp_path: Path, lab_dir: Path, lab_profile: TrustProfile, pki: LabPKI
+) -> None:
+    chain = write_pem(tmp_path / "chain.pem", pki.relay, pki.issuing)
     with postfix_relay(tmp_path, free_port(), chain, lab_dir / "relay.key") as port:
         [r] = probe(f"smtp://127.0.0.1:{port}", lab_profile)
     assert r.verdict is Verdict.OK, r.analysis.findings

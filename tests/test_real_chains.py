@@ -8,19 +8,18 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from relaywatch.analysis.profile import builtin_dir, load_profile
-from relaywatch.lab.pki import _name, forge, make_ca
+from relaywatch.lab.pki import forge, make_ca
 
-from tests.conftest import cli_json
+from tests.support import LEAF_2021, cli_json, cn_name, write_pem
 
 CERTS = builtin_dir() / "certs"
-LEAF_2021 = Path(__file__).parent / "data" / "leaf-mail-protection-outlook-com-2021.pem"
 
 
 @pytest.fixture(scope="module")
 def chain_2021(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("real") / "chain.pem"
-    path.write_bytes(LEAF_2021.read_bytes() + (CERTS / "digicert-cloud-services-ca-1.pem").read_bytes())
-    return path
+    leaf = x509.load_pem_x509_certificate(LEAF_2021.read_bytes())
+    ca = x509.load_pem_x509_certificate((CERTS / "digicert-cloud-services-ca-1.pem").read_bytes())
+    return write_pem(tmp_path_factory.mktemp("real") / "chain.pem", leaf, ca)
 
 
 def test_real_2021_chain_ok_in_its_time(chain_2021: Path) -> None:
@@ -48,11 +47,10 @@ def test_real_leaf_completes_from_bundled_intermediate(tmp_path: Path) -> None:
 
 def test_forged_copy_of_real_leaf_is_intercepted(tmp_path: Path) -> None:
     real = x509.load_pem_x509_certificate(LEAF_2021.read_bytes())
-    ca = make_ca(_name("Kaspersky Anti-Virus Personal Root Certificate", "AO Kaspersky Lab"))
+    ca = make_ca(cn_name("Kaspersky Anti-Virus Personal Root Certificate", "AO Kaspersky Lab"))
     fake = forge(real, ca)
     assert fake.cert.subject == real.subject
-    path = tmp_path / "forged.pem"
-    path.write_bytes(fake.cert_pem() + ca.cert_pem())
+    path = write_pem(tmp_path / "forged.pem", fake, ca)
     rc, [r] = cli_json("analyze", str(path), "--host", "smtp.office365.com")
     assert (rc, r["verdict"]) == (1, "intercepted")
     assert r["interceptor"]["product"] == "Kaspersky"

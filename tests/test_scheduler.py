@@ -15,7 +15,9 @@ from relaywatch.run.config import parse_config
 from relaywatch.run.scheduler import Scheduler
 from relaywatch.run.state import AgentState
 
-from tests.agent_helpers import wait_for
+from tests.support import wait_for
+
+pytestmark = pytest.mark.peers
 
 
 def probes_of(state: AgentState, target: str) -> list[str]:

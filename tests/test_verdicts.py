@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,9 @@ from relaywatch.pipeline import check
 from relaywatch.probe.options import ProbeOptions
 from relaywatch.target import parse_target
 
-from tests.conftest import probe
+from tests.support import StaticHosts, cn_name, codes, probe
 
-
-def codes(result) -> set[str]:  # type: ignore[no-untyped-def]
-    return {f.code for f in result.analysis.findings}
+pytestmark = pytest.mark.peers
 
 
 def test_clean_relay_is_ok_with_evidence(relay: LabServer, lab_profile: TrustProfile) -> None:
@@ -167,18 +165,11 @@ def test_anchor_missing_from_host_store_is_a_warning(
 
 
 def test_foreign_self_signed_server_is_intercepted(lab_profile: TrustProfile) -> None:
-    ca = make_ca(x509_name("Some Self Signed"))
+    ca = make_ca(cn_name("Some Self Signed"))
     leaf = make_leaf(ca, ("localhost",))
     with LabServer(Mail("smtp", server_context(leaf, []))) as s:
         [r] = probe(f"smtp://127.0.0.1:{s.port}", lab_profile)
     assert r.verdict is Verdict.INTERCEPTED
-
-
-def x509_name(cn: str):  # type: ignore[no-untyped-def]
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
 def test_closed_port_is_unreachable(lab_profile: TrustProfile) -> None:
@@ -196,15 +187,11 @@ def test_unresolvable_host_is_unreachable(lab_profile: TrustProfile) -> None:
 
 
 @pytest.fixture
-def dual_stack_name() -> Iterator[str]:
-    """A name with an A (127.0.0.1) and an AAAA (::1) record, through the real resolver (/etc/hosts)."""
-    name, hosts = "dual.relaywatch.test", Path("/etc/hosts")
-    original = hosts.read_text()
-    hosts.write_text(original.rstrip("\n") + f"\n127.0.0.1 {name}\n::1 {name}\n")
-    try:
-        yield name
-    finally:
-        hosts.write_text(original)
+def dual_stack_name(static_hosts: StaticHosts) -> str:
+    """A name with an IPv4 (127.0.0.1) and an IPv6 (::1) address, through the resolver's hosts seam."""
+    name = "dual.relaywatch.test"
+    static_hosts({name: ["127.0.0.1", "::1"]})
+    return name
 
 
 def test_every_address_is_probed_apart(pki: LabPKI, lab_profile: TrustProfile, dual_stack_name: str) -> None:
@@ -233,12 +220,10 @@ def test_every_address_is_probed_apart(pki: LabPKI, lab_profile: TrustProfile, d
 def test_expired_intermediate_is_certificate_invalid_not_interception(
     pki: LabPKI, lab_profile: TrustProfile
 ) -> None:
-    import datetime as dt
-
-    from relaywatch.lab.pki import _name
-
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
-    old_ca = make_ca(_name("relaywatch Lab TLS CA OCSP 05"), pki.root, days=300, not_before=past)
+    old_ca = make_ca(
+        cn_name("relaywatch Lab TLS CA OCSP 05", "relaywatch lab"), pki.root, days=300, not_before=past
+    )
     leaf = make_leaf(old_ca, ("localhost", "127.0.0.1"), not_before=past + dt.timedelta(days=1), days=800)
     with LabServer(Mail("smtp", server_context(leaf, [old_ca]))) as s:
         [r] = probe(f"smtp://127.0.0.1:{s.port}", lab_profile)

@@ -14,15 +14,19 @@ from relaywatch.probe.connect import SocketStream
 from relaywatch.probe.limits import Clock, ProbeError
 
 _CONTEXT: SSL.Context | None = None
+CIPHERS = b"ALL:!aNULL:!eNULL:@SECLEVEL=0"
 
 
 def client_context() -> SSL.Context:
-    """One context for all probes: offers TLS 1.0 to 1.3 and every cipher, to *see* what the path picks."""
+    """One context for all probes: offers TLS 1.0 to 1.3 and every authenticated cipher, to *see* what the
+    path picks. Never anonymous (aNULL) or unencrypted (eNULL) suites: a server that prefers its own order
+    (Postfix's `tls_preempt_cipherlist`) would pick an anonymous suite and present no certificate at all.
+    Security level 0 keeps TLS 1.0/1.1 (SHA-1 signatures) reachable, so a downgrade is seen, not refused."""
     global _CONTEXT
     if _CONTEXT is None:
         ctx = SSL.Context(SSL.TLS_METHOD)
         ctx.set_min_proto_version(SSL.TLS1_VERSION)
-        ctx.set_cipher_list(b"ALL:@SECLEVEL=0")
+        ctx.set_cipher_list(CIPHERS)
         ctx.set_verify(SSL.VERIFY_NONE)
         ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION)
         _CONTEXT = ctx

@@ -51,6 +51,14 @@ class Verdict(enum.StrEnum):
         "TLS was negotiated below the profile's minimum version",
         "look for a middlebox that terminates TLS with old settings, or a relay that is not the real one",
     )
+    UNEXPECTED_ISSUER = (
+        "unexpected_issuer",
+        "#7a4fb0",
+        "a publicly trusted, CT-logged certificate from a CA this profile does not list: the relay operator "
+        "may have changed CAs, or a public CA mis-issued",
+        "compare the issuing CA with the operator's announcements and update the profile's anchors; if the "
+        "operator did not change CAs, report the certificate to the CA (it is in CT logs)",
+    )
     CERTIFICATE_INVALID = (
         "certificate_invalid",
         "#c27c00",
@@ -220,6 +228,75 @@ class Interceptor:
 
 
 @dataclass(frozen=True, slots=True)
+class SCTCheck:
+    log_id: str  # base64, as log lists spell it
+    log: str  # the log's description, "" when the list does not know it
+    operator: str
+    state: str
+    timestamp: dt.datetime
+    valid: bool | None  # None: not verifiable here (unknown log, issuer not at hand, odd algorithm)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "log_id": self.log_id,
+            "log": self.log,
+            "operator": self.operator,
+            "state": self.state,
+            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "valid": self.valid,
+            "reason": self.reason,
+        }
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> SCTCheck:
+        return SCTCheck(
+            str(d["log_id"]),
+            str(d["log"]),
+            str(d["operator"]),
+            str(d["state"]),
+            dt.datetime.fromisoformat(str(d["timestamp"]).replace("Z", "+00:00")),
+            None if d.get("valid") is None else bool(d["valid"]),
+            str(d.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CTReport:
+    """The leaf's SCTs as verified; `valid_operators` counts distinct operators with a valid SCT."""
+
+    scts: tuple[SCTCheck, ...]
+    valid_operators: int
+    log_list: str = ""  # the list's version
+    error: str = ""  # the SCT list itself could not be read
+
+    @property
+    def invalid(self) -> tuple[SCTCheck, ...]:
+        return tuple(s for s in self.scts if s.valid is False)
+
+    @property
+    def valid(self) -> tuple[SCTCheck, ...]:
+        return tuple(s for s in self.scts if s.valid)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scts": [s.to_dict() for s in self.scts],
+            "valid_operators": self.valid_operators,
+            "log_list": self.log_list,
+            "error": self.error,
+        }
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> CTReport:
+        return CTReport(
+            tuple(SCTCheck.from_dict(s) for s in d.get("scts") or ()),
+            int(d.get("valid_operators", 0)),
+            str(d.get("log_list", "")),
+            str(d.get("error", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Analysis:
     profile: str
     profile_version: str
@@ -230,6 +307,7 @@ class Analysis:
     validated_path: tuple[str, ...]  # subjects of the path built to an anchor, leaf first; empty if none
     trusted_locally: bool | None
     interceptor: Interceptor | None
+    ct: CTReport | None = None  # the leaf's embedded SCTs as verified; None: no SCT list (or no leaf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +353,7 @@ class ProbeResult:
             "validated_path": list(a.validated_path),
             "trusted_locally": a.trusted_locally,
             "interceptor": dataclasses.asdict(a.interceptor) if a.interceptor else None,
+            "ct": a.ct.to_dict() if a.ct else None,
             "profile": {"name": a.profile, "version": a.profile_version},
             "failure": dataclasses.asdict(r.failure) if r.failure else None,
             "transcript": [{"dir": t.direction, "text": t.text, "t": round(t.at, 6)} for t in r.transcript],

@@ -113,9 +113,7 @@ def parse_log_list(doc: object, source: str, digest: str = "") -> LogList:
                     logs.setdefault(log.log_id, log)
     if not logs:
         raise CTError(f"CT log list {source}: no logs with a log_id and a key")
-    return LogList(
-        source, str(doc.get("version", "")), str(doc.get("log_list_timestamp", "")), logs, digest
-    )
+    return LogList(source, str(doc.get("version", "")), str(doc.get("log_list_timestamp", "")), logs, digest)
 
 
 def _entry(entry: object, operator: str, tiled: bool) -> CTLog | None:

@@ -57,7 +57,17 @@ def products() -> tuple[Product, ...]:
     return tuple(out)
 
 
-def identify(chain: Sequence[x509.Certificate], profile_cert: Callable[[x509.Certificate], bool] = _none) -> Match:
+def identify(
+    chain: Sequence[x509.Certificate], profile_cert: Callable[[x509.Certificate], bool] = _none
+) -> Match:
+    """Memoized: an intercepted target shows the same forged chain on every round."""
+    return _identify(tuple(chain), profile_cert)
+
+
+@functools.lru_cache(maxsize=256)
+def _identify(
+    chain: Sequence[x509.Certificate], profile_cert: Callable[[x509.Certificate], bool] = _none
+) -> Match:
     """Match the issuing side of a chain that did not validate; fall back to the CA that signed the leaf.
 
     Certificates for which `profile_cert` is true (the operator's own CAs, presented alongside a forged
@@ -70,10 +80,10 @@ def identify(chain: Sequence[x509.Certificate], profile_cert: Callable[[x509.Cer
     for cert in upper:
         candidates += [(cert.subject, cert), (cert.issuer, _issuer_cert(cert, upper))]
     for product in products():
-        for name, cert in candidates:
+        for name, named in candidates:
             for pattern in product.patterns:
                 if pattern.search(rfc4514(name)):
-                    return Match(product, cert, rfc4514(name), pattern.pattern, common_name(name))
+                    return Match(product, named, rfc4514(name), pattern.pattern, common_name(name))
     ca = _issuer_cert(leaf, upper) or (leaf if leaf.issuer == leaf.subject else None)
     name = ca.subject if ca is not None else leaf.issuer
     return Match(

@@ -146,7 +146,9 @@ def _parse(path: Path) -> TrustProfile:
         digest=digest.hexdigest(),
         known=frozenset(fingerprint(c) for c in [*anchors, *intermediates]),
         pool=Pool.of(anchors, intermediates),
-        known_names=frozenset((spki_sha256(c), c.subject.rfc4514_string()) for c in [*anchors, *intermediates]),
+        known_names=frozenset(
+            (spki_sha256(c), c.subject.rfc4514_string()) for c in [*anchors, *intermediates]
+        ),
         ct_logs=ct_logs,
         public_roots_path=roots_path,
         strict_unexpected_issuer=strict == "intercepted",

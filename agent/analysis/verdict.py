@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import functools
 import ipaddress
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -135,7 +136,9 @@ def _judge_chain(
         findings += more
     return _Chain(
         tuple(findings),
-        tuple(c.subject.rfc4514_string() for c in (result.path or (members.paths[0] if members.paths else ()))),
+        tuple(
+            c.subject.rfc4514_string() for c in (result.path or (members.paths[0] if members.paths else ()))
+        ),
         frozenset(certinfo.fingerprint(c) for c in result.path) | members.fingerprints,
         trusted_locally,
         interceptor,
@@ -149,9 +152,7 @@ def _leaf_issuer(leaf: x509.Certificate, pool: tuple[x509.Certificate, ...]) -> 
     return next((c for c in pool if c is not leaf and signed_by(leaf, c)), None)
 
 
-def _member_rejected(
-    result: PathResult, path: Sequence[x509.Certificate], at: dt.datetime
-) -> list[Finding]:
+def _member_rejected(result: PathResult, path: Sequence[x509.Certificate], at: dt.datetime) -> list[Finding]:
     """The operator's CAs signed this chain, yet the verifier refuses it: say exactly why. Validity
     periods that do not nest (a leaf valid only before its issuer was) leave no instant at which the whole
     chain is valid; that is an invalid certificate, not interception."""
@@ -187,7 +188,7 @@ def _member_rejected(
 
 
 def _nesting(path: Sequence[x509.Certificate]) -> str:
-    for cert, issuer in zip(path, path[1:], strict=False):
+    for cert, issuer in itertools.pairwise(path):
         if cert.not_valid_after_utc < issuer.not_valid_before_utc:
             return (
                 f"{certinfo.common_name(cert.subject)} expired before its issuer "
@@ -246,7 +247,9 @@ def _not_anchored(profile: TrustProfile, why: str) -> list[Finding]:
     ]
 
 
-def _publicly_valid(chain: Sequence[x509.Certificate], profile: TrustProfile, at: dt.datetime, name: str) -> bool:
+def _publicly_valid(
+    chain: Sequence[x509.Certificate], profile: TrustProfile, at: dt.datetime, name: str
+) -> bool:
     roots = profile.public_roots()
     r = validate(chain, roots.store, at, name, (), (), explain=False, anchors=roots.certificates)
     return r.status is PathStatus.VALID

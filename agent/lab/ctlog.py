@@ -2,8 +2,8 @@
 
 cryptography parses SCT lists but cannot build them, so the wire format is written here by hand
 (RFC 6962 §3.2-3.3): a TLS-encoded SignedCertificateTimestampList inside a DER OCTET STRING as the
-extension's value. The issuance follows a CA's order: the precertificate's TBSCertificate without the poison extension is
-what the logs sign; the final certificate adds the SCT list as its last extension.
+extension's value. The issuance follows a CA's order: the precertificate's TBSCertificate without the
+poison extension is what the logs sign; the final certificate adds the SCT list as its last extension.
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ def issue_with_scts(
     )
     # the precertificate's TBSCertificate without its poison extension: what the logs sign, and what the
     # final certificate's TBSCertificate is once its SCT list is taken out (both extensions go last)
-    tbs = make_leaf(issuer, names, key=key, serial=serial, not_before=start, **leaf).cert.tbs_certificate_bytes
+    tbs = make_leaf(
+        issuer, names, key=key, serial=serial, not_before=start, **leaf
+    ).cert.tbs_certificate_bytes
     issuer_hash = bytes.fromhex(spki_sha256(issuer.cert))
     when = at or start + dt.timedelta(minutes=5)
     ms = int(when.timestamp() * 1000)
@@ -143,4 +145,8 @@ def log_list(logs: Sequence[LabLog], version: str = "lab") -> dict[str, Any]:
         if log.state:
             entry["state"] = {log.state: {"timestamp": "2026-01-01T00:00:00Z"}}
         op["tiled_logs" if log.tiled else "logs"].append(entry)
-    return {"version": version, "log_list_timestamp": "2026-01-01T00:00:00Z", "operators": list(operators.values())}
+    return {
+        "version": version,
+        "log_list_timestamp": "2026-01-01T00:00:00Z",
+        "operators": list(operators.values()),
+    }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
+from collections.abc import Sequence
 
 from relaywatch.lab.pki import Issued, make_ca, make_leaf
 from relaywatch.lab.servers import EHLO_BEFORE, LabServer, Lines, server_context
@@ -20,7 +22,49 @@ KINDS = (
     "long_chain",
     "banner",
     "close_after_greeting",
+    "cert_then_close",
+    "cert_then_stall",
 )
+
+
+def tls12_server_flight(chain_der: Sequence[bytes]) -> bytes:
+    """A hand-rolled TLS 1.2 ServerHello and Certificate, in as many records as they need: the certificates
+    go on the wire exactly as given, even ones no TLS library would load or send."""
+    hello = (
+        b"\x03\x03"
+        + os.urandom(32)
+        + b"\x00"  # no session id
+        + b"\xc0\x2b"  # ECDHE-ECDSA-AES128-GCM-SHA256 (the probe offers it)
+        + b"\x00"  # no compression
+        + _vec(b"\xff\x01\x00\x01\x00", 2)  # renegotiation_info, required by OpenSSL 3 clients
+    )
+    certs = _vec(b"".join(_vec(der, 3) for der in chain_der), 3)
+    stream = _handshake(2, hello) + _handshake(11, certs)
+    return b"".join(b"\x16\x03\x03" + _vec(stream[i : i + 16384], 2) for i in range(0, len(stream), 16384))
+
+
+def _vec(data: bytes, size: int) -> bytes:
+    return len(data).to_bytes(size, "big") + data
+
+
+def _handshake(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + _vec(body, 3)
+
+
+def _read_client_hello(sock: socket.socket) -> bool:
+    head = b""
+    while len(head) < 5:
+        more = sock.recv(5 - len(head))
+        if not more:
+            return False
+        head += more
+    left = int.from_bytes(head[3:5], "big")
+    while left > 0:
+        more = sock.recv(left)
+        if not more:
+            return False
+        left -= len(more)
+    return True
 
 
 def _greet(io: Lines) -> None:
@@ -46,8 +90,9 @@ def _after_starttls(io: Lines) -> bool:
     return False
 
 
-def hostile(kind: str, leaf: Issued | None = None) -> LabServer:
-    """A LabServer that misbehaves as `kind` says (see KINDS)."""
+def hostile(kind: str, leaf: Issued | None = None, chain_der: Sequence[bytes] = ()) -> LabServer:
+    """A LabServer that misbehaves as `kind` says (see KINDS). cert_then_*: after STARTTLS, a TLS 1.2
+    ServerHello and Certificate with `chain_der`, then the connection is closed or left stalling."""
     chain_ctx = None
     if kind == "long_chain":
         ca = make_ca(_cn("Hostile CA 0"))
@@ -96,10 +141,21 @@ def hostile(kind: str, leaf: Issued | None = None) -> LabServer:
             server.stopping.wait(60)
         elif kind == "close_after_greeting":
             _greet(io)
+        elif kind in ("cert_then_close", "cert_then_stall"):
+            _certificate_then(kind, io, sock, server, chain_der)
         else:
             raise ValueError(kind)
 
     return LabServer(handle)
+
+
+def _certificate_then(
+    kind: str, io: Lines, sock: socket.socket, server: LabServer, chain_der: Sequence[bytes]
+) -> None:
+    if _after_starttls(io) and _read_client_hello(sock):
+        sock.sendall(tls12_server_flight(chain_der))
+        if kind == "cert_then_stall":
+            server.stopping.wait(60)
 
 
 def _cn(cn: str):  # type: ignore[no-untyped-def]

@@ -6,8 +6,6 @@ refuses go on the wire exactly as built."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 from cryptography.x509.verification import Store
-from relaywatch.analysis.certs import fingerprint, spki_sha256
+from relaywatch.analysis.certs import fingerprint, spki_sha256, subject_string
 from relaywatch.analysis.ct import CTError, LogList, load_log_list
 from relaywatch.analysis.membership import Pool
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
@@ -51,8 +51,8 @@ class TrustProfile:
 
     def is_known(self, cert: x509.Certificate) -> bool:
         """In the profile, by fingerprint or by key and name (a cross-signed or re-issued copy)."""
-        return fingerprint(cert) in self.known or (spki_sha256(cert), cert.subject.rfc4514_string()) in (
-            self.known_names
+        return (
+            fingerprint(cert) in self.known or (spki_sha256(cert), subject_string(cert)) in self.known_names
         )
 
     def ref(self) -> ProfileRef:

@@ -122,7 +122,7 @@ def _judge_chain(
         chain, profile.store, at, name, profile.names, profile.intermediates, anchors=profile.anchors
     )
     trusted_locally = _trusted_locally(chain, host, at, name)
-    issuer = _leaf_issuer(chain[0], (*chain[1:], *profile.intermediates, *profile.anchors))
+    issuer = _leaf_issuer(tuple(chain), profile)
     ct = check_leaf(chain[0], issuer, profile.ct_logs)
     anchored = result.status is not PathStatus.UNTRUSTED or members.member
     findings = ct_findings(ct, anchored)
@@ -137,7 +137,7 @@ def _judge_chain(
     return _Chain(
         tuple(findings),
         tuple(
-            c.subject.rfc4514_string() for c in (result.path or (members.paths[0] if members.paths else ()))
+            certinfo.subject_string(c) for c in (result.path or (members.paths[0] if members.paths else ()))
         ),
         frozenset(certinfo.fingerprint(c) for c in result.path) | members.fingerprints,
         trusted_locally,
@@ -147,8 +147,11 @@ def _judge_chain(
 
 
 @functools.lru_cache(maxsize=512)
-def _leaf_issuer(leaf: x509.Certificate, pool: tuple[x509.Certificate, ...]) -> x509.Certificate | None:
-    """The certificate whose key signed the leaf (its SPKI hash is part of what the SCTs sign)."""
+def _leaf_issuer(chain: tuple[x509.Certificate, ...], profile: TrustProfile) -> x509.Certificate | None:
+    """The certificate whose key signed the leaf (its SPKI hash is part of what the SCTs sign): presented,
+    or the profile's. Cached per chain and profile (a profile hashes by identity)."""
+    leaf = chain[0]
+    pool = (*chain[1:], *profile.intermediates, *profile.anchors)
     return next((c for c in pool if c is not leaf and signed_by(leaf, c)), None)
 
 

@@ -147,8 +147,7 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
         hist.add_metric(base, buckets, s.duration_sum)
         for v in Verdict:
             counter.add_metric([*base, str(v)], float(s.probes_by_verdict.get(str(v), 0)))
-        if a.chain:
-            sct_operators.add_metric(base, float(a.ct.valid_operators if a.ct else 0))
+        sct_operators.add_metric(base, float(a.ct.valid_operators if a.ct else 0))
     yield from (
         success,
         verdict,

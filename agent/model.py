@@ -52,6 +52,14 @@ class Verdict(enum.StrEnum):
         "TLS was negotiated below the profile's minimum version",
         "look for a middlebox that terminates TLS with old settings, or a relay that is not the real one",
     )
+    UNEXPECTED_ISSUER = (
+        "unexpected_issuer",
+        "#7a4fb0",
+        "a publicly trusted, CT-logged certificate from a CA this profile does not list: the relay operator "
+        "may have changed CAs, or a public CA mis-issued",
+        "compare the issuing CA with the operator's announcements and update the profile's anchors; if the "
+        "operator did not change CAs, report the certificate to the CA (it is in CT logs)",
+    )
     CERTIFICATE_INVALID = (
         "certificate_invalid",
         "#c27c00",
@@ -144,7 +152,7 @@ class TLSSession:
 
 @dataclass(frozen=True, slots=True)
 class ProbeFailure:
-    phase: str  # resolve, connect, greeting, ehlo, starttls, handshake, post_tls
+    phase: str  # a Phase (probe/limits.py): resolve, connect, greeting, capabilities, ...
     kind: str  # unreachable, timeout, protocol, tls
     message: str
 
@@ -207,6 +215,35 @@ class Interceptor:
 
 
 @dataclass(frozen=True, slots=True)
+class SCTCheck:
+    log_id: str  # base64, as log lists spell it
+    log: str  # the log's description, "" when the list does not know it
+    operator: str
+    state: str
+    timestamp: dt.datetime
+    valid: bool | None  # None: not verifiable here (unknown log, issuer not at hand, odd algorithm)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CTReport:
+    """The leaf's SCTs as verified; `valid_operators` counts distinct operators with a valid SCT."""
+
+    scts: tuple[SCTCheck, ...]
+    valid_operators: int
+    log_list: str = ""  # the list's version
+    error: str = ""  # the SCT list itself could not be read
+
+    @property
+    def invalid(self) -> tuple[SCTCheck, ...]:
+        return tuple(s for s in self.scts if s.valid is False)
+
+    @property
+    def valid(self) -> tuple[SCTCheck, ...]:
+        return tuple(s for s in self.scts if s.valid)
+
+
+@dataclass(frozen=True, slots=True)
 class Analysis:
     profile: str
     profile_version: str
@@ -217,6 +254,7 @@ class Analysis:
     validated_path: tuple[str, ...]  # subjects of the path built to an anchor, leaf first; empty if none
     trusted_locally: bool | None
     interceptor: Interceptor | None
+    ct: CTReport | None = None  # the leaf's embedded SCTs as verified; None: no SCT list (or no leaf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +303,7 @@ class ProbeResult:
             "validated_path": list(a.validated_path),
             "trusted_locally": a.trusted_locally,
             "interceptor": _builtins(a.interceptor),
+            "ct": _builtins(a.ct),
             "profile": {"name": a.profile, "version": a.profile_version},
             "analysed_at": _iso(a.at),
             "failure": _builtins(r.failure),
@@ -315,6 +354,7 @@ class ProbeResult:
                 tuple(d["validated_path"]),
                 d["trusted_locally"],
                 convert(d["interceptor"], Interceptor | None),
+                convert(d.get("ct"), CTReport | None),
             )
             return ProbeResult(
                 record,

@@ -151,6 +151,7 @@ def postfix_relay(
     key_pem: Path,
     *,
     myhostname: str = "mx.relaywatch.lab",
+    main_cf_extra: str = "",
 ) -> Iterator[int]:
     """Run a private Postfix smtpd on 127.0.0.1:``port`` offering STARTTLS; yields the port.
 
@@ -158,7 +159,8 @@ def postfix_relay(
     fresh directory under ``workdir`` (``postfix-PORT-*``: ``conf/``, ``queue/``, ``maillog``);
     the data directory is there too unless the ``postfix`` user cannot traverse ``workdir``
     (pytest's ``tmp_path`` is under a 0700 directory), in which case it is a private
-    temporary directory, removed on exit. Accepted mail is discarded.
+    temporary directory, removed on exit. Accepted mail is discarded. ``main_cf_extra`` is appended
+    to main.cf (later settings win), e.g. to cap the TLS versions.
     """
     if os.geteuid() != 0:
         raise RuntimeError("postfix_relay needs root (Postfix's master runs as root)")
@@ -197,6 +199,7 @@ def postfix_relay(
             key=Path(key_pem).resolve(),
             myhostname=myhostname,
         )
+        + main_cf_extra
     )
     (conf / "master.cf").write_text(_MASTER_CF.format(host=HOST, port=port))
     # Postfix re-reads main.cf until its mtime is older than ~1 s (a guard against reading a

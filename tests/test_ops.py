@@ -110,6 +110,7 @@ def test_alert_rules_check_and_unit_tests() -> None:
         "RelaywatchRelayUnreachable",
         "RelaywatchProbesStale",
         "RelaywatchChainChanged",
+        "RelaywatchUnexpectedIssuer",
         "RelaywatchCertificateExpiring",
     }
     tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))

@@ -50,3 +50,26 @@ def test_sslsplit_autossl_is_intercepted(
     assert i is not None and "Contoso Corporate Inspection CA" in i.ca_subject
     # sslsplit copies the original subject and names into its forged leaf
     assert r.analysis.chain[0].subject_cn == "smtp.relaywatch.test" and not r.analysis.chain[0].expected
+
+
+def test_postfix_tls12_preempt_is_ok_never_anonymous(
+    tmp_path: Path, lab_dir: Path, lab_profile: TrustProfile
+) -> None:
+    """Postfix capped at TLS 1.2 and choosing the suite itself: with `ALL` offered it picked an anonymous
+    suite (no certificate: a false `intercepted`). The probe must never offer aNULL/eNULL suites."""
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes((lab_dir / "relay.pem").read_bytes() + (lab_dir / "issuing.pem").read_bytes())
+    extra = (
+        "tls_preempt_cipherlist = yes\n"
+        "smtpd_tls_protocols = >=TLSv1, <=TLSv1.2\n"
+        "smtpd_tls_mandatory_protocols = >=TLSv1, <=TLSv1.2\n"
+        "smtpd_tls_ciphers = low\n"
+        "smtpd_tls_exclude_ciphers =\n"
+        "tls_low_cipherlist = aNULL:ALL:@SECLEVEL=0\n"
+    )
+    with postfix_relay(tmp_path, free_port(), chain, lab_dir / "relay.key", main_cf_extra=extra) as port:
+        [r] = probe(f"smtp://127.0.0.1:{port}", lab_profile)
+    assert r.record.tls is not None and r.record.tls.version == "TLSv1.2", r.analysis.findings
+    assert "ADH" not in r.record.tls.cipher and "AECDH" not in r.record.tls.cipher
+    assert r.verdict is Verdict.OK, r.analysis.findings
+    assert r.record.tls.chain_der

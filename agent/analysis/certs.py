@@ -152,6 +152,12 @@ def _describe(cert: x509.Certificate) -> CertInfo:
     )
 
 
+@functools.lru_cache(maxsize=_CACHE)
+def subject_string(cert: x509.Certificate) -> str:
+    """The subject in RFC 4514 form, once per certificate (names are compared on every probe)."""
+    return rfc4514(cert.subject)
+
+
 def rfc4514(name: x509.Name) -> str:
     try:
         return name.rfc4514_string()

@@ -13,8 +13,11 @@ from typing import Any
 import yaml
 from cryptography import x509
 from cryptography.x509.verification import Store
-from relaywatch.analysis.certs import fingerprint
+from relaywatch.analysis.certs import fingerprint, spki_sha256, subject_string
+from relaywatch.analysis.ct import CTError, LogList, load_log_list
+from relaywatch.analysis.membership import Pool
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.analysis.publicroots import PublicRoots, public_roots
 
 TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
 # OpenSSL's names for the negotiated version -> the profile's spelling
@@ -34,6 +37,23 @@ class TrustProfile:
     store: Store
     digest: str  # SHA-256 over the YAML and the PEM files, in order
     known: frozenset[str]  # anchors' and intermediates' fingerprints: presented copies count as expected
+    pool: Pool  # anchors and intermediates for chain membership by signature
+    known_names: frozenset[tuple[str, str]]  # (SPKI SHA-256, subject) of anchors and intermediates
+    ct_logs: LogList
+    public_roots_path: str | None  # None: certifi's bundle
+    strict_unexpected_issuer: bool  # `unexpected_issuer: intercepted`: a foreign public CA still pages
+    auth_after_tls: dict[int, frozenset[str]]  # port -> SASL mechanisms expected after TLS
+    min_cipher: str  # compatible | modern
+
+    def public_roots(self) -> PublicRoots:
+        """Loaded on first need (only chains that miss the profile's anchors are checked against it)."""
+        return public_roots(self.public_roots_path)
+
+    def is_known(self, cert: x509.Certificate) -> bool:
+        """In the profile, by fingerprint or by key and name (a cross-signed or re-issued copy)."""
+        return (
+            fingerprint(cert) in self.known or (spki_sha256(cert), subject_string(cert)) in self.known_names
+        )
 
     def ref(self) -> ProfileRef:
         subjects = tuple(a.subject.rfc4514_string() for a in self.anchors)
@@ -97,6 +117,22 @@ def _parse(path: Path) -> TrustProfile:
     require = doc.get("require_starttls", True)
     if not isinstance(require, bool):
         raise ProfileError(f"{where}: require_starttls must be true or false")
+    ct_path, roots_path = _path(doc, "ct_logs", path), _path(doc, "public_roots", path)
+    try:
+        ct_logs = load_log_list(ct_path)
+    except CTError as exc:
+        raise ProfileError(f"{where}: ct_logs: {exc}") from exc
+    if ct_path is not None:
+        digest.update(bytes.fromhex(ct_logs.digest))
+    if roots_path is not None:
+        public_roots(roots_path)  # fail at load, not at the first foreign chain
+        digest.update(Path(roots_path).read_bytes())
+    strict = doc.get("unexpected_issuer", "unexpected_issuer")
+    if strict not in ("unexpected_issuer", "intercepted"):
+        raise ProfileError(f"{where}: unexpected_issuer must be 'unexpected_issuer' or 'intercepted'")
+    min_cipher = str(doc.get("min_cipher", "compatible"))
+    if min_cipher not in ("compatible", "modern"):
+        raise ProfileError(f"{where}: min_cipher must be 'compatible' or 'modern'")
     return TrustProfile(
         name=name,
         version=version,
@@ -109,7 +145,37 @@ def _parse(path: Path) -> TrustProfile:
         store=Store(anchors),
         digest=digest.hexdigest(),
         known=frozenset(fingerprint(c) for c in [*anchors, *intermediates]),
+        pool=Pool.of(anchors, intermediates),
+        known_names=frozenset(
+            (spki_sha256(c), c.subject.rfc4514_string()) for c in [*anchors, *intermediates]
+        ),
+        ct_logs=ct_logs,
+        public_roots_path=roots_path,
+        strict_unexpected_issuer=strict == "intercepted",
+        auth_after_tls=_auth(doc, where),
+        min_cipher=min_cipher,
     )
+
+
+def _path(doc: dict[str, Any], key: str, profile: Path) -> str | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ProfileError(f"{profile}: '{key}' must be a file path")
+    return str((profile.parent / value).resolve())
+
+
+def _auth(doc: dict[str, Any], where: str) -> dict[int, frozenset[str]]:
+    """`auth_after_tls: {587: [LOGIN, XOAUTH2]}`: the mechanisms the relay offers after TLS, per port."""
+    value = doc.get("auth_after_tls") or {}
+    ok = isinstance(value, dict) and all(
+        isinstance(k, int) and isinstance(v, list) and all(isinstance(m, str) for m in v)
+        for k, v in value.items()
+    )
+    if not ok:
+        raise ProfileError(f"{where}: auth_after_tls must map ports to lists of SASL mechanisms")
+    return {int(k): frozenset(m.upper() for m in v) for k, v in value.items()}
 
 
 def _string(doc: dict[str, Any], key: str, where: str, required: bool) -> str:

@@ -8,16 +8,31 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import ipaddress
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
 from relaywatch.analysis import certs as certinfo
 from relaywatch.analysis.chain import PathResult, PathStatus, validate
-from relaywatch.analysis.interceptors import ca_spki, identify, identify_stripper, products
+from relaywatch.analysis.ct import check_leaf
+from relaywatch.analysis.interceptors import Match, ca_spki, identify, identify_stripper, products
+from relaywatch.analysis.membership import membership, signed_by
 from relaywatch.analysis.profile import TrustProfile
+from relaywatch.analysis.session import auth_exposure, tls_parameters
 from relaywatch.analysis.truststore import HostStore, host_store
-from relaywatch.model import Analysis, Finding, Interceptor, ProbeRecord, Severity, StartTLSState, Verdict
+from relaywatch.model import (
+    Analysis,
+    CTReport,
+    Finding,
+    Interceptor,
+    ProbeRecord,
+    Severity,
+    StartTLSState,
+    Verdict,
+)
 
 CRIT, WARN, INFO = Severity.CRITICAL, Severity.WARNING, Severity.INFO
 
@@ -42,53 +57,36 @@ def analyze(
         )
 
 
-def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: HostStore | None) -> Analysis:
-    findings: list[Finding] = []
-    findings += _failure(record)
-    findings += _starttls(record, profile)
-    chain = _parse_chain(record, findings)
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """What the chain judgement hands back to the assembly of the Analysis."""
+
+    findings: tuple[Finding, ...] = ()
     validated: tuple[str, ...] = ()
+    expected: frozenset[str] = frozenset()  # fingerprints on a path to the profile's anchors
     trusted_locally: bool | None = None
     interceptor: Interceptor | None = None
-    expected: set[str] = set()
-    if record.tls is not None and record.tls.version and not profile.tls_version_ok(record.tls.version):
-        findings.append(
-            Finding(
-                "tls_version_below_minimum",
-                CRIT,
-                f"negotiated {record.tls.version}, below the profile's minimum "
-                f"TLS {profile.min_tls_version}: "
-                "something on the path forces an old protocol, or the server is not the real relay",
-                Verdict.TLS_DOWNGRADED,
-            )
-        )
-    if chain:
-        host = host or host_store()
-        result = validate(
-            chain,
-            profile.store,
-            at,
-            record.target.host,
-            profile.names,
-            profile.intermediates,
-            anchors=profile.anchors,
-        )
-        trusted_locally = _trusted_locally(chain, host, at, record.target.host)
-        findings += _chain_findings(result, chain, profile, host, at)
-        validated = tuple(c.subject.rfc4514_string() for c in result.path)
-        expected = {certinfo.fingerprint(c) for c in result.path}
-        if result.status is PathStatus.UNTRUSTED:
-            interceptor, more = _interceptor(chain, trusted_locally, at)
-            findings += more
+    ct: CTReport | None = None
+
+
+def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: HostStore | None) -> Analysis:
+    findings: list[Finding] = [
+        *_failure(record),
+        *_starttls(record, profile),
+        *tls_parameters(record, profile),
+        *auth_exposure(record, profile),
+    ]
+    chain = _parse_chain(record, findings)
+    judged = _judge_chain(record, chain, profile, at, host) if chain else _Chain()
+    findings += judged.findings
+    interceptor = judged.interceptor
     stripper = _stripper(record)
     if stripper is not None and interceptor is None:
         interceptor = stripper
     more, interceptor = _local_peer(record, interceptor)
     findings += more
     infos = tuple(
-        certinfo.describe(
-            c, i, certinfo.fingerprint(c) in expected or certinfo.fingerprint(c) in profile.known
-        )
+        certinfo.describe(c, i, certinfo.fingerprint(c) in judged.expected or profile.is_known(c))
         for i, c in enumerate(chain)
     )
     verdicts = [f.verdict for f in findings if f.verdict is not None]
@@ -102,10 +100,213 @@ def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: 
         verdict,
         tuple(findings),
         infos,
-        validated,
+        judged.validated,
+        judged.trusted_locally,
+        interceptor,
+        judged.ct,
+    )
+
+
+def _judge_chain(
+    record: ProbeRecord,
+    chain: Sequence[x509.Certificate],
+    profile: TrustProfile,
+    at: dt.datetime,
+    host: HostStore | None,
+) -> _Chain:
+    """Membership by signatures decides whose chain it is; the verifier then decides whether it is valid."""
+    host = host or host_store()
+    name = record.target.host
+    members = membership(chain, profile.pool)
+    result = validate(
+        chain, profile.store, at, name, profile.names, profile.intermediates, anchors=profile.anchors
+    )
+    trusted_locally = _trusted_locally(chain, host, at, name)
+    issuer = _leaf_issuer(tuple(chain), profile)
+    ct = check_leaf(chain[0], issuer, profile.ct_logs)
+    anchored = result.status is not PathStatus.UNTRUSTED or members.member
+    findings = ct_findings(ct, anchored)
+    interceptor = None
+    if result.status is not PathStatus.UNTRUSTED:
+        findings += _chain_findings(result, chain, profile, host, at)
+    elif members.member:
+        findings += _member_rejected(result, members.paths[0], at)
+    else:
+        more, interceptor = _foreign(record, chain, profile, at, ct, trusted_locally)
+        findings += more
+    return _Chain(
+        tuple(findings),
+        tuple(
+            certinfo.subject_string(c) for c in (result.path or (members.paths[0] if members.paths else ()))
+        ),
+        frozenset(certinfo.fingerprint(c) for c in result.path) | members.fingerprints,
         trusted_locally,
         interceptor,
+        ct,
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _leaf_issuer(chain: tuple[x509.Certificate, ...], profile: TrustProfile) -> x509.Certificate | None:
+    """The certificate whose key signed the leaf (its SPKI hash is part of what the SCTs sign): presented,
+    or the profile's. Cached per chain and profile (a profile hashes by identity)."""
+    leaf = chain[0]
+    pool = (*chain[1:], *profile.intermediates, *profile.anchors)
+    return next((c for c in pool if c is not leaf and signed_by(leaf, c)), None)
+
+
+def _member_rejected(result: PathResult, path: Sequence[x509.Certificate], at: dt.datetime) -> list[Finding]:
+    """The operator's CAs signed this chain, yet the verifier refuses it: say exactly why. Validity
+    periods that do not nest (a leaf valid only before its issuer was) leave no instant at which the whole
+    chain is valid; that is an invalid certificate, not interception."""
+    hint = "check this host's clock, then whether the relay serves a stale certificate"
+    leaf = path[0]
+    if at > leaf.not_valid_after_utc:
+        why, code = f"leaf expired {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC", "certificate_expired"
+    elif at < leaf.not_valid_before_utc:
+        why = f"leaf not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        code = "certificate_not_yet_valid"
+    else:
+        stale = next((c for c in path[1:] if not c.not_valid_before_utc <= at <= c.not_valid_after_utc), None)
+        if stale is not None:
+            why = (
+                f"{certinfo.rfc4514(stale.subject)} is not valid now "
+                f"({stale.not_valid_before_utc:%Y-%m-%d} to {stale.not_valid_after_utc:%Y-%m-%d} UTC)"
+            )
+            code = "certificate_chain_expired"
+        else:
+            why, code = f"the verifier refuses the chain: {result.error}", "certificate_rejected"
+            hint = "the relay's certificate breaks path rules (extensions, name constraints, path length)"
+    nested = _nesting(path)
+    if nested:
+        why += f"; {nested}"
+    return [
+        Finding(
+            code,
+            CRIT,
+            f"{why} (the chain is signed by the profile's own CAs: not interception): {hint}",
+            Verdict.CERTIFICATE_INVALID,
+        )
+    ]
+
+
+def _nesting(path: Sequence[x509.Certificate]) -> str:
+    for cert, issuer in itertools.pairwise(path):
+        if cert.not_valid_after_utc < issuer.not_valid_before_utc:
+            return (
+                f"{certinfo.common_name(cert.subject)} expired before its issuer "
+                f"{certinfo.common_name(issuer.subject)} became valid"
+            )
+    return ""
+
+
+def _foreign(
+    record: ProbeRecord,
+    chain: Sequence[x509.Certificate],
+    profile: TrustProfile,
+    at: dt.datetime,
+    ct: CTReport | None,
+    trusted_locally: bool | None,
+) -> tuple[list[Finding], Interceptor | None]:
+    """Not the operator's chain. Publicly trusted for this name and logged by two operators: a CA change
+    (or a mis-issuance), not an interceptor; anything less: interception."""
+    public = _publicly_valid(chain, profile, at, record.target.host)
+    logged = ct is not None and ct.valid_operators >= 2 and not ct.invalid
+    if public and logged and ct is not None:
+        issuer = certinfo.rfc4514(chain[0].issuer)
+        logs = ", ".join(sorted({s.log for s in ct.valid}))
+        text = (
+            f"the chain does not lead to the {profile.name} profile's roots, but it is publicly trusted for "
+            f"{record.target.host} (issued by {issuer!r}) and logged by {ct.valid_operators} CT operators "
+            f"({logs}): the relay operator may have changed CAs (update the profile), or a public CA "
+            "mis-issued"
+        )
+        if not profile.strict_unexpected_issuer:
+            return [Finding("unexpected_issuer", WARN, text, Verdict.UNEXPECTED_ISSUER)], None
+        strict = Finding("unexpected_issuer", CRIT, text + "; the profile treats this as interception")
+        interceptor, found = _interceptor(chain, trusted_locally, at, profile)
+        return [strict, *_not_anchored(profile, "publicly trusted and CT-logged"), *found], interceptor
+    interceptor, found = _interceptor(chain, trusted_locally, at, profile)
+    if public:
+        found.append(
+            Finding(
+                "publicly_trusted_without_ct",
+                INFO,
+                "the chain validates against the public roots, but lacks valid SCTs from two CT operators",
+            )
+        )
+    return [*_not_anchored(profile, "no path by signature"), *found], interceptor
+
+
+def _not_anchored(profile: TrustProfile, why: str) -> list[Finding]:
+    return [
+        Finding(
+            "chain_not_anchored",
+            CRIT,
+            f"the chain does not lead to the {profile.name} profile's roots ({why}): "
+            "something between this host and the relay re-signs the session",
+            Verdict.INTERCEPTED,
+        )
+    ]
+
+
+def _publicly_valid(
+    chain: Sequence[x509.Certificate], profile: TrustProfile, at: dt.datetime, name: str
+) -> bool:
+    roots = profile.public_roots()
+    r = validate(chain, roots.store, at, name, (), (), explain=False, anchors=roots.certificates)
+    return r.status is PathStatus.VALID
+
+
+def ct_findings(ct: CTReport | None, anchored: bool) -> list[Finding]:
+    """SCTs are evidence (Google's terms: never a block). A forged or copied SCT on a chain that is not the
+    operator's is proof of forgery; on the operator's own chain it is an anomaly to report, nothing more."""
+    if ct is None:
+        return [
+            Finding(
+                "leaf_without_sct",
+                INFO,
+                "the leaf carries no Certificate Transparency SCTs (Microsoft's real leaves do)",
+            )
+        ]
+    out: list[Finding] = []
+    if ct.error:
+        out.append(Finding("sct_unreadable", WARN, ct.error))
+    if ct.valid:
+        logs = ", ".join(f"{s.log} ({s.operator}, {s.state})" for s in ct.valid)
+        out.append(
+            Finding(
+                "sct_valid",
+                INFO,
+                f"{len(ct.valid)} SCTs verify, from {ct.valid_operators} log operators: {logs}",
+            )
+        )
+    if ct.invalid:
+        logs = ", ".join(f"{s.log} ({s.operator}): {s.reason}" for s in ct.invalid)
+        out.append(
+            Finding(
+                "sct_invalid",
+                CRIT if not anchored else WARN,
+                f"{len(ct.invalid)} SCTs do not verify over this certificate: {logs}"
+                + (
+                    "; SCTs copied from a real certificate or forged are evidence of forgery"
+                    if not anchored
+                    else "; the chain is the operator's own, so this is reported, not judged"
+                ),
+                None if anchored else Verdict.INTERCEPTED,
+            )
+        )
+    unknown = [s for s in ct.scts if s.valid is None]
+    if unknown:
+        out.append(
+            Finding(
+                "sct_unverified",
+                INFO,
+                f"{len(unknown)} SCTs cannot be checked here: "
+                + ", ".join(sorted({s.reason for s in unknown})),
+            )
+        )
+    return out
 
 
 def _local_peer(
@@ -248,16 +449,6 @@ def _chain_findings(
     at: dt.datetime,
 ) -> list[Finding]:
     s = result.status
-    if s is PathStatus.UNTRUSTED:
-        return [
-            Finding(
-                "chain_not_anchored",
-                CRIT,
-                f"the chain does not lead to the {profile.name} profile's roots ({result.error}): "
-                "something between this host and the relay re-signs the session",
-                Verdict.INTERCEPTED,
-            )
-        ]
     if s in (
         PathStatus.EXPIRED,
         PathStatus.NOT_YET_VALID,
@@ -304,41 +495,41 @@ def _trusted_locally(chain: Sequence[x509.Certificate], host: HostStore, at: dt.
 
 
 def _interceptor(
-    chain: Sequence[x509.Certificate], trusted: bool | None, at: dt.datetime
+    chain: Sequence[x509.Certificate], trusted: bool | None, at: dt.datetime, profile: TrustProfile
 ) -> tuple[Interceptor, list[Finding]]:
-    m = identify(chain)
-    found: list[Finding] = []
+    m = identify(chain, profile.is_known)
+    product = m.product
+    interceptor = Interceptor(
+        product.product if product else "unknown",
+        product.vendor if product else "unknown",
+        product.kind if product else "unknown",
+        bool(trusted),
+        m.ca_subject,
+        ca_spki(m),
+        m.matched,
+        m.ca_cn,
+    )
+    return interceptor, [_naming(m), *_forgery_signs(chain[0], trusted, at)]
+
+
+def _naming(m: Match) -> Finding:
     if m.product is not None:
-        interceptor = Interceptor(
-            m.product.product,
-            m.product.vendor,
-            m.product.kind,
-            bool(trusted),
-            m.ca_subject,
-            ca_spki(m),
-            m.matched,
-            m.ca_cn,
+        return Finding(
+            "interceptor_identified",
+            CRIT,
+            f"the chain names {m.product.product} ({m.product.kind}, {m.product.vendor}): "
+            f"turn off its TLS/mail scanning for this relay, or exclude the relay's host",
         )
-        found.append(
-            Finding(
-                "interceptor_identified",
-                CRIT,
-                f"the chain names {m.product.product} ({m.product.kind}, {m.product.vendor}): "
-                f"turn off its TLS/mail scanning for this relay, or exclude the relay's host",
-            )
-        )
-    else:
-        interceptor = Interceptor(
-            "unknown", "unknown", "unknown", bool(trusted), m.ca_subject, ca_spki(m), m.matched, m.ca_cn
-        )
-        found.append(
-            Finding(
-                "interceptor_unknown",
-                CRIT,
-                f"re-signed by {m.ca_subject!r}, which no known product pattern names: "
-                "find the firewall, proxy or security software that owns this CA",
-            )
-        )
+    return Finding(
+        "interceptor_unknown",
+        CRIT,
+        f"re-signed by {m.ca_subject!r}, which no known product pattern names: "
+        "find the firewall, proxy or security software that owns this CA",
+    )
+
+
+def _forgery_signs(leaf: x509.Certificate, trusted: bool | None, at: dt.datetime) -> list[Finding]:
+    found: list[Finding] = []
     if trusted:
         found.append(
             Finding(
@@ -346,15 +537,6 @@ def _interceptor(
                 CRIT,
                 "this host trusts the interception CA, so local mail clients accept the forged "
                 "certificate silently: it was installed by security software or pushed by policy",
-            )
-        )
-    leaf = chain[0]
-    if certinfo.sct_count(leaf) == 0:
-        found.append(
-            Finding(
-                "leaf_without_sct",
-                INFO,
-                "the leaf carries no Certificate Transparency SCTs (Microsoft's real leaves do)",
             )
         )
     age = at - leaf.not_valid_before_utc
@@ -367,4 +549,4 @@ def _interceptor(
                 "typical of certificates forged on the fly",
             )
         )
-    return interceptor, found
+    return found

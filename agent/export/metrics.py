@@ -99,6 +99,10 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
         "relaywatch_probe_total_duration_seconds", "Total duration of probes", labels=names, unit=""
     )
     counter = CounterMetricFamily("relaywatch_probes", "Probes run, by verdict", labels=[*names, "verdict"])
+    sct_operators = g(
+        "relaywatch_leaf_valid_sct_operators",
+        "Distinct CT log operators with a valid SCT embedded in the leaf (0: none or no SCTs)",
+    )
     for s in series:
         r, a = s.result.record, s.result.analysis
         base = [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in extra_label_names)]
@@ -144,6 +148,7 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
         hist.add_metric(base, buckets, s.duration_sum)
         for v in Verdict:
             counter.add_metric([*base, str(v)], float(s.probes_by_verdict.get(str(v), 0)))
+        sct_operators.add_metric(base, float(a.ct.valid_operators if a.ct else 0))
     yield from (
         success,
         verdict,
@@ -158,6 +163,7 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
         last,
         hist,
         counter,
+        sct_operators,
     )
 
 

@@ -2,15 +2,56 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from relaywatch.lab.pki import make_ca, make_leaf
 from relaywatch.lab.servers import EHLO_BEFORE, LabServer, Lines, server_context
+
+
+def tls12_server_flight(chain_der: Sequence[bytes]) -> bytes:
+    """A hand-rolled TLS 1.2 ServerHello and Certificate, in as many records as they need: the certificates
+    go on the wire exactly as given, even ones no TLS library would load or send."""
+    hello = (
+        b"\x03\x03"
+        + os.urandom(32)
+        + b"\x00"  # no session id
+        + b"\xc0\x2b"  # ECDHE-ECDSA-AES128-GCM-SHA256 (the probe offers it)
+        + b"\x00"  # no compression
+        + _vec(b"\xff\x01\x00\x01\x00", 2)  # renegotiation_info, required by OpenSSL 3 clients
+    )
+    certs = _vec(b"".join(_vec(der, 3) for der in chain_der), 3)
+    stream = _handshake(2, hello) + _handshake(11, certs)
+    return b"".join(b"\x16\x03\x03" + _vec(stream[i : i + 16384], 2) for i in range(0, len(stream), 16384))
+
+
+def _vec(data: bytes, size: int) -> bytes:
+    return len(data).to_bytes(size, "big") + data
+
+
+def _handshake(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + _vec(body, 3)
+
+
+def _read_client_hello(sock: socket.socket) -> bool:
+    head = b""
+    while len(head) < 5:
+        more = sock.recv(5 - len(head))
+        if not more:
+            return False
+        head += more
+    left = int.from_bytes(head[3:5], "big")
+    while left > 0:
+        more = sock.recv(left)
+        if not more:
+            return False
+        left -= len(more)
+    return True
 
 
 def _greet(io: Lines) -> None:
@@ -105,25 +146,43 @@ def _long_chain() -> Behaviour:
     return behave
 
 
-# kind -> a factory of its behaviour (built when the server starts: long_chain makes 60 certificates)
-BEHAVIOURS: dict[str, Callable[[], Behaviour]] = {
-    "silent": lambda: _silent,
-    "garbage": lambda: _garbage,
-    "long_line": lambda: _long_line,
-    "many_lines": lambda: _many_lines,
-    "drip": lambda: _drip,
-    "rst_handshake": lambda: _rst_handshake,
-    "tls_alert": lambda: _tls_alert,
-    "long_chain": _long_chain,
-    "banner": lambda: _banner,
-    "close_after_greeting": lambda: _close_after_greeting,
+def _certificate_then(stall: bool) -> Callable[[Sequence[bytes]], Behaviour]:
+    """After STARTTLS, a TLS 1.2 ServerHello and Certificate with the given DER, then close or stall."""
+
+    def make(chain_der: Sequence[bytes]) -> Behaviour:
+        def behave(sock: socket.socket, io: Lines, server: LabServer) -> None:
+            if _after_starttls(io) and _read_client_hello(sock):
+                sock.sendall(tls12_server_flight(chain_der))
+                if stall:
+                    server.stopping.wait(60)
+
+        return behave
+
+    return make
+
+
+# kind -> a factory of its behaviour from the certificates it may send (built when the server starts:
+# long_chain makes 60 certificates)
+BEHAVIOURS: dict[str, Callable[[Sequence[bytes]], Behaviour]] = {
+    "silent": lambda _: _silent,
+    "garbage": lambda _: _garbage,
+    "long_line": lambda _: _long_line,
+    "many_lines": lambda _: _many_lines,
+    "drip": lambda _: _drip,
+    "rst_handshake": lambda _: _rst_handshake,
+    "tls_alert": lambda _: _tls_alert,
+    "long_chain": lambda _: _long_chain(),
+    "banner": lambda _: _banner,
+    "close_after_greeting": lambda _: _close_after_greeting,
+    "cert_then_close": _certificate_then(stall=False),
+    "cert_then_stall": _certificate_then(stall=True),
 }
 KINDS = tuple(BEHAVIOURS)
 
 
-def hostile(kind: str) -> LabServer:
-    """A LabServer that misbehaves as `kind` says (see BEHAVIOURS)."""
-    behave = BEHAVIOURS[kind]()
+def hostile(kind: str, chain_der: Sequence[bytes] = ()) -> LabServer:
+    """A LabServer that misbehaves as `kind` says (see BEHAVIOURS); cert_then_* send `chain_der`."""
+    behave = BEHAVIOURS[kind](chain_der)
     return LabServer(lambda sock, server: behave(sock, Lines(sock), server))
 
 

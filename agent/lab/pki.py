@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +102,11 @@ def make_leaf(
     days: int = 365,
     key: ec.EllipticCurvePrivateKey | None = None,
     client: bool = False,
+    serial: int | None = None,
+    extra: Sequence[tuple[x509.ExtensionType, bool]] = (),
 ) -> Issued:
+    """`extra`: (extension, critical) appended after the usual ones, in order (a precertificate's poison,
+    a final certificate's SCT list: the two must differ only there)."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     start = not_before or _now() - dt.timedelta(days=10)
     sans: list[x509.GeneralName] = []
@@ -110,12 +115,12 @@ def make_leaf(
             sans.append(x509.IPAddress(ipaddress.ip_address(n)))
         except ValueError:
             sans.append(x509.DNSName(n))
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject or _name(names[0], "relaywatch lab relay"))
         .issuer_name(issuer.cert.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial or x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -144,9 +149,10 @@ def make_leaf(
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
         )
-        .sign(issuer.key, hashes.SHA256())
     )
-    return Issued(cert, key)
+    for ext, critical in extra:
+        builder = builder.add_extension(ext, critical=critical)
+    return Issued(builder.sign(issuer.key, hashes.SHA256()), key)
 
 
 def forge(original: x509.Certificate, ca: Issued) -> Issued:

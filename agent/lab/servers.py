@@ -141,6 +141,7 @@ class Mail:
     tls: ssl.SSLContext | None = None
     implicit_tls: bool = False
     starttls: str = "offered"
+    auth_before_tls: bool = False  # SMTP: advertise AUTH in the EHLO before STARTTLS (a stripping middlebox)
 
     def __call__(self, sock: socket.socket, server: LabServer) -> None:
         if self.implicit_tls and self.tls is not None:
@@ -154,6 +155,18 @@ class Mail:
         io.rebind(tls)
         return tls
 
+    def extensions(self, secure: bool) -> list[str]:
+        exts = list(EHLO_AFTER if secure else EHLO_BEFORE)
+        if secure:
+            return exts
+        if self.auth_before_tls:
+            exts.insert(4, "AUTH LOGIN PLAIN")
+        if self.starttls == "missing":
+            exts.remove("STARTTLS")
+        if self.starttls == "masked":
+            exts[exts.index("STARTTLS")] = "XXXXXXXA"
+        return exts
+
 
 def smtp_session(mail: Mail, io: Lines, sock: socket.socket) -> None:
     """The lab side of protocols.SMTP: talks like Exchange Online."""
@@ -163,11 +176,7 @@ def smtp_session(mail: Mail, io: Lines, sock: socket.socket) -> None:
     while (line := io.read()) is not None:
         verb = line.split(" ", 1)[0].upper()
         if verb in ("EHLO", "HELO"):
-            exts = list(EHLO_AFTER if secure else EHLO_BEFORE)
-            if not secure and mail.starttls == "missing":
-                exts.remove("STARTTLS")
-            if not secure and mail.starttls == "masked":
-                exts[exts.index("STARTTLS")] = "XXXXXXXA"
+            exts = mail.extensions(secure)
             if verb == "HELO":
                 io.send(f"250 {EXCHANGE_HOST} Hello")
                 continue

@@ -20,7 +20,7 @@ from relaywatch.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, 
 from relaywatch.probe.limits import Limits
 from relaywatch.probe.options import ProbeOptions
 from relaywatch.run.config import ConfigError
-from relaywatch.target import Target, TargetError, parse_target
+from relaywatch.target import Target, TargetError, normalise_host, parse_target
 
 if TYPE_CHECKING:
     from relaywatch.analysis.profile import TrustProfile
@@ -185,8 +185,15 @@ def _analyze(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"{args.file}: not a PEM bundle or DER certificates ({exc})") from exc
     at = _parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
-    host = args.host or next(iter(dns_names(chain[0])), "") or "unknown.invalid"
-    target = parse_target(f"tls://{host.replace('*', 'wildcard')}:443")
+    if args.host:
+        try:
+            literal = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host
+            host = normalise_host(literal)
+        except TargetError as exc:
+            raise UsageError(f"--host: {exc}") from None
+    else:  # the leaf's first name a probe could have asked for (a wildcard stands for one label)
+        host = next((h for h in map(_usable_name, dns_names(chain[0])) if h), "unknown.invalid")
+    target = Target(raw=args.host or host, scheme="tls", host=host, port=443)
     result = analyze_chain(chain, target, profile, at)
     return _emit([result], args.json)
 
@@ -198,6 +205,13 @@ def analyze_chain(chain: list, target: Target, profile: TrustProfile, at: dt.dat
     tls = TLSSession("", "", None, tuple(c.public_bytes(Encoding.DER) for c in chain))
     record = ProbeRecord(target, None, at, {}, (), StartTLS(StartTLSState.NOT_APPLICABLE), tls, None)
     return ProbeResult(record, analyze(record, profile, at))
+
+
+def _usable_name(name: str) -> str | None:
+    try:
+        return normalise_host(name.replace("*", "wildcard", 1) if name.startswith("*.") else name)
+    except TargetError:
+        return None
 
 
 def _parse_time(text: str) -> dt.datetime:

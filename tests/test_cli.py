@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,13 @@ def test_check_human_report(relay: LabServer, lab_dir: Path) -> None:
             ["analyze", "--at", "yesterday", str(LEAF_2021)],
             "ISO 8601",
         ),
+        (["check", "[x"], "brackets"),
+        (["check", "[]"], "brackets"),
+        (["check", "["], "brackets"),
+        (["check", "h:²5"], "not a number"),
+        (["check", "smtp://[::1].mail.protection.outlook.com:25"], "expected [IPv6 address]:port"),
+        (["check", "--profile", "p" * 300, "h"], "profile"),
+        (["analyze", "--host", "a b", str(LEAF_2021)], "--host"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:
@@ -119,3 +127,45 @@ def test_demo_runs_the_whole_lab() -> None:
         "tls10-only": "tls_downgraded",
         "expired": "certificate_invalid",
     }
+
+
+def test_analyze_takes_an_ipv6_host(tmp_path: Path) -> None:
+    proc = run_cli("analyze", "--host", "::1", "--json", str(LEAF_2021))
+    assert proc.returncode == 1 and json.loads(proc.stdout)[0]["host"] == "::1", proc.stderr
+    proc = run_cli("analyze", "--host", "[::1]", "--json", str(LEAF_2021))
+    assert proc.returncode == 1 and json.loads(proc.stdout)[0]["host"] == "::1", proc.stderr
+
+
+def test_analyze_of_a_certificate_with_a_duplicate_extension_is_a_verdict(tmp_path: Path) -> None:
+    cnf = tmp_path / "dup.cnf"
+    cnf.write_text(
+        "[req]\ndistinguished_name=dn\nprompt=no\nx509_extensions=ext\n[dn]\nCN=dup.example\n"
+        "[ext]\nsubjectAltName=DNS:a.example\n1.2.3.4=ASN1:UTF8String:x\n1.2.3.4=ASN1:UTF8String:y\n"
+    )
+    pem = tmp_path / "dup.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "k"),
+            "-out",
+            str(pem),
+            "-config",
+            str(cnf),
+            "-days",
+            "30",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    proc = run_cli("analyze", "--json", str(pem))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)[0]["verdict"] == "intercepted"

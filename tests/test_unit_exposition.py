@@ -27,7 +27,7 @@ from relaywatch.export.metrics import (
 from relaywatch.lab.pki import Issued, LabPKI, forge, make_ca, make_leaf
 from relaywatch.model import ProbeResult, StartTLS, StartTLSState, Verdict
 from relaywatch.path.judge import judge, unavailable
-from relaywatch.path.model import Hop, PathTrace
+from relaywatch.path.model import Hop, PathTrace, SentSyn
 from relaywatch.run.config import Config, parse_config
 from relaywatch.run.state import AgentState
 
@@ -220,7 +220,7 @@ def test_path_series_follow_the_judgement(lab_dir: Path, results: dict[str, Prob
             (Hop(1, "198.51.100.1", 1.0, "time_exceeded"), Hop(2, "127.0.0.1", 1.0, "echo_reply")),
             64,
             64,
-            {},
+            SentSyn(1460, 64240, 7),
         )
     )
     state.set_path(tc.name, "127.0.0.1", early)

@@ -28,7 +28,7 @@ def der(issued: Issued) -> bytes:
     return issued.cert.public_bytes(Encoding.DER)
 
 
-def _attr(oid: x509.ObjectIdentifier, value: str, kind: _ASN1Type | None = None) -> x509.NameAttribute:
+def _attr(oid: x509.ObjectIdentifier, value: str, kind: _ASN1Type | None = None) -> x509.NameAttribute[str]:
     return x509.NameAttribute(oid, value, _type=kind) if kind else x509.NameAttribute(oid, value)
 
 

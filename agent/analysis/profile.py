@@ -74,15 +74,27 @@ def builtin_names() -> list[str]:
 
 def load_profile(spec: str) -> TrustProfile:
     """`spec` is a built-in name or a path to a YAML file."""
+    shown = spec if len(spec) <= 80 else spec[:77] + "..."
     path = Path(spec)
-    if not path.is_file():
+    if not _is_file(path):
         candidate = builtin_dir() / f"{spec}.yml"
-        if os.sep in spec or spec.endswith((".yml", ".yaml")) or not candidate.is_file():
+        if os.sep in spec or spec.endswith((".yml", ".yaml")) or not _is_file(candidate):
             raise ProfileError(
-                f"profile {spec!r}: no such file or built-in profile (built-in: {', '.join(builtin_names())})"
+                f"profile {shown!r}: no such file or built-in profile (built-in: {', '.join(builtin_names())})"
             )
         path = candidate
-    return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+    try:
+        return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise ProfileError(f"profile {shown!r}: {exc.strerror}") from None
+
+
+def _is_file(path: Path) -> bool:
+    """False for names the file system refuses (too long, NUL), not an OSError."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 @functools.lru_cache(maxsize=32)

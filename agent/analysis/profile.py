@@ -79,9 +79,8 @@ def load_profile(spec: str) -> TrustProfile:
     if not _is_file(path):
         candidate = builtin_dir() / f"{spec}.yml"
         if os.sep in spec or spec.endswith((".yml", ".yaml")) or not _is_file(candidate):
-            raise ProfileError(
-                f"profile {shown!r}: no such file or built-in profile (built-in: {', '.join(builtin_names())})"
-            )
+            builtin = ", ".join(builtin_names())
+            raise ProfileError(f"profile {shown!r}: no such file or built-in profile (built-in: {builtin})")
         path = candidate
     try:
         return _load_cached(str(path.resolve()), path.stat().st_mtime_ns)

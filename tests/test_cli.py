@@ -125,6 +125,7 @@ def test_demo_runs_the_whole_lab() -> None:
         "corporate-proxy": "intercepted",
         "cisco-asa": "starttls_stripped",
         "tls10-only": "tls_downgraded",
+        "ca-changed": "unexpected_issuer",
         "expired": "certificate_invalid",
     }
 

@@ -177,8 +177,8 @@ class LabPKI:
     interception_ca: Issued  # named like a real product, to show identification
     unknown_ca: Issued  # a corporate CA no pattern knows
 
-    def write(self, directory: Path) -> Path:
-        """Certificates, keys and a lab trust profile; returns the profile path."""
+    def write(self, directory: Path, **keys: str) -> Path:
+        """Certificates, keys and a lab trust profile (with any further profile `keys`); returns its path."""
         directory.mkdir(parents=True, exist_ok=True)
         for field in self.__dataclass_fields__:
             issued: Issued = getattr(self, field)
@@ -188,6 +188,7 @@ class LabPKI:
         profile.write_text(
             'name: lab\nversion: "lab"\nanchors: [root.pem]\nintermediates: [issuing.pem]\n'
             f'names: [{", ".join(LAB_NAMES)}]\nmin_tls_version: "1.2"\nrequire_starttls: true\n'
+            + "".join(f"{k}: {v}\n" for k, v in keys.items())
         )
         return profile
 

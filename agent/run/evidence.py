@@ -30,7 +30,7 @@ class PathRunner:
 
     def __call__(self, tc: TargetConfig, results: Sequence[ProbeResult], changes: Sequence[Change]) -> None:
         settings = self.state.config.path
-        if not settings.enabled:
+        if not settings.enabled or not results:  # no results: a worker failure, nothing new to trace
             return
         changed = {c.address for c in changes}
         current = {r.record.address for r in results}

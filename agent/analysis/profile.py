@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.verification import Store
 from relaywatch.analysis.certs import fingerprint
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.yamlsafe import safe_load
 
 TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
 # OpenSSL's names for the negotiated version -> the profile's spelling
@@ -74,7 +75,7 @@ def _parse(path: Path) -> TrustProfile:
     where = str(path)
     try:
         raw = path.read_bytes()
-        doc = yaml.safe_load(raw.decode("utf-8"))
+        doc = safe_load(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{where}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:

@@ -76,6 +76,7 @@ class Scheduler:
         with self._lock:
             self._queue.clear()
             self._generation += 1
+            self._confirm &= {tc.name for tc in self.state.config.targets}
             for tc in self.state.config.targets:
                 self._push(time.monotonic() + random.uniform(0, 1.0), tc.name)
         self._wake.set()

@@ -31,11 +31,7 @@ def samples(metric: Metric) -> str:
         if s.name.endswith("_created"):
             continue
         labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
-        lines.append(
-            f"{s.name}{{{labels}}} {_go(s.value)}\n"
-            if labels
-            else f"{s.name} {_go(s.value)}\n"
-        )
+        lines.append(f"{s.name}{{{labels}}} {_go(s.value)}\n" if labels else f"{s.name} {_go(s.value)}\n")
     return "".join(lines)
 
 

@@ -98,11 +98,11 @@ def main() -> int:
 
         kinds.append("cheroot")
     print(
-        f"{'server':8} {'idle MB':>8} {'threads':>8} {'300 slow MB':>12} {'threads':>8} {'scrape s (nan: none in 30 s)':>30}"
+        f"{'server':8} {'idle MB':>8} {'threads':>8} {'300 slow MB':>12} {'threads':>8} {'scrape s':>9}  (nan: none in 30 s)"
     )
     for kind in kinds:
         k, a, b, c, d, e = measure(kind)
-        print(f"{k:8} {a:8.1f} {b:8d} {c:12.1f} {d:8d} {e:30.3f}")
+        print(f"{k:8} {a:8.1f} {b:8d} {c:12.1f} {d:8d} {e:9.3f}")
     return 0
 
 

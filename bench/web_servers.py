@@ -98,7 +98,8 @@ def main() -> int:
 
         kinds.append("cheroot")
     print(
-        f"{'server':8} {'idle MB':>8} {'threads':>8} {'300 slow MB':>12} {'threads':>8} {'scrape s':>9}  (nan: none in 30 s)"
+        f"{'server':8} {'idle MB':>8} {'threads':>8} {'300 slow MB':>12} {'threads':>8} {'scrape s':>9}",
+        "(nan: no answer in 30 s)",
     )
     for kind in kinds:
         k, a, b, c, d, e = measure(kind)

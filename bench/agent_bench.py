@@ -795,6 +795,7 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
     from relaywatch.export import exposition, metrics
     from relaywatch.pipeline import check
     from relaywatch.probe.options import ProbeOptions
+    from relaywatch.run.series import Series
     from relaywatch.target import parse_target
 
     results = check(parse_target(relays.targets(1)[0]), load_profile(str(profile)), ProbeOptions())
@@ -804,7 +805,7 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
     labels = ("site",)
     series = []
     for i, t in enumerate(relay_hosts(n)):
-        s = metrics.Series(f"smtp://{t}:{relays.port}", t, {"site": f"s{i % 10}"}, r)
+        s = Series(f"smtp://{t}:{relays.port}", t, {"site": f"s{i % 10}"}, r)
         s.observe(r)
         series.append(s)
 

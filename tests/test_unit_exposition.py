@@ -18,7 +18,6 @@ from relaywatch.export.metrics import (
     BUCKETS,
     MAX_LABEL,
     MAX_POSITIONS,
-    Series,
     families,
     info_families,
     label,
@@ -29,6 +28,7 @@ from relaywatch.model import ProbeResult, StartTLS, StartTLSState, Verdict
 from relaywatch.path.judge import judge, unavailable
 from relaywatch.path.model import Hop, PathTrace, SentSyn
 from relaywatch.run.config import Config, parse_config
+from relaywatch.run.series import Series
 from relaywatch.run.state import AgentState
 
 from tests.support import cn_name, data_lines, judged, record, samples, value

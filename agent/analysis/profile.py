@@ -18,6 +18,7 @@ from relaywatch.analysis.ct import CTError, LogList, load_log_list
 from relaywatch.analysis.membership import Pool
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.analysis.publicroots import PublicRoots, public_roots
+from relaywatch.yamlsafe import safe_load
 
 TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
 # OpenSSL's names for the negotiated version -> the profile's spelling
@@ -105,7 +106,7 @@ def _parse(path: Path) -> TrustProfile:
     where = str(path)
     try:
         raw = path.read_bytes()
-        doc = yaml.safe_load(raw.decode("utf-8"))
+        doc = safe_load(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{where}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:

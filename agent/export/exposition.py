@@ -5,12 +5,13 @@ The metric families themselves come from metrics.py, the one definition of every
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_go: Callable[[float], str] = floatToGoString  # Go's float formatting, as Prometheus writes it (untyped)
 
 
 def _escape(value: str) -> str:
@@ -30,11 +31,7 @@ def samples(metric: Metric) -> str:
         if s.name.endswith("_created"):
             continue
         labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
-        lines.append(
-            f"{s.name}{{{labels}}} {floatToGoString(s.value)}\n"
-            if labels
-            else f"{s.name} {floatToGoString(s.value)}\n"
-        )
+        lines.append(f"{s.name}{{{labels}}} {_go(s.value)}\n" if labels else f"{s.name} {_go(s.value)}\n")
     return "".join(lines)
 
 

@@ -1,18 +1,23 @@
 """Prometheus metric families derived from probe results (client_python custom-collector style).
 
+One collector per concern (probe and verdict, TLS, chain, timings, path); each declares its families and
+fills them from every series. The label names of the families are the one list of names a configured
+target label may not take (`reserved_label_names`).
+
 Label values taken from certificates are attacker-controlled: sanitized and cut to 64 characters, and
 every family has a fixed number of series per target and address whatever a server sends."""
 
 from __future__ import annotations
 
+import enum
+import functools
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from relaywatch import __version__
-from relaywatch.export.exposition import render
 from relaywatch.host.model import HostReport
 from relaywatch.model import ProbeResult, StartTLSState, Verdict
 from relaywatch.path.model import PathResult, PathStatus
@@ -22,6 +27,8 @@ MAX_LABEL = 64
 MAX_POSITIONS = 10
 PHASES = tuple(str(p) for p in Phase if p is not Phase.LOCAL_PEER)
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# labels Prometheus itself adds or gives a meaning (target labels, histogram and summary samples)
+PROMETHEUS_LABELS = frozenset({"instance", "job", "le", "quantile"})
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 
@@ -31,112 +38,145 @@ def label(value: object) -> str:
     return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "~"
 
 
-@dataclass
-class Series:
-    """What the agent keeps per target and address between scrapes: the last result and counters."""
+class SeriesView(Protocol):
+    """What the collectors read of one target and address (the accumulator is run/series.py)."""
 
-    target: str
-    address: str
-    labels: Mapping[str, str]
-    result: ProbeResult
-    probes_by_verdict: dict[str, int] = field(default_factory=dict)
-    durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    duration_sum: float = 0.0
-    entry_id: int = 0  # the probe in the agent's history that produced `result`
-    rendered: dict[str, bytes] = field(default_factory=dict)  # exposition lines per family, see exposition.py
-
-    def render(self, path: PathResult | None, extra_label_names: Sequence[str] = ()) -> None:
-        """Called whenever the result or the path changes; scrapes then only join these lines."""
-        key = {(self.target, self.address): path} if path else {}
-        self.rendered = render(
-            [*families([self], extra_label_names), *path_families([self], key, extra_label_names)]
-        )
-
-    def observe(self, result: ProbeResult) -> None:
-        self.result = result
-        v = str(result.verdict)
-        self.probes_by_verdict[v] = self.probes_by_verdict.get(v, 0) + 1
-        total = result.record.timings.get("total", 0.0)
-        self.duration_sum += total
-        for i, bound in enumerate(BUCKETS):
-            if total <= bound:
-                self.durations[i] += 1
-                break
-        else:
-            self.durations[-1] += 1
+    @property
+    def target(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def result(self) -> ProbeResult: ...
+    @property
+    def probes_by_verdict(self) -> Mapping[str, int]: ...
+    @property
+    def durations(self) -> Sequence[int]: ...
+    @property
+    def duration_sum(self) -> float: ...
 
 
-def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) -> Iterator[Metric]:
-    names = ["target", "address", *extra_label_names]
+class StateSet:
+    """A gauge with one series per member of an enum, 1 for the current member and 0 for the others: the
+    verdict, the STARTTLS state and the path status are each exported this way."""
 
-    def g(name: str, doc: str, more: Sequence[str] = (), unit: str = "") -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=[*names, *more], unit=unit)
+    def __init__(self, name: str, doc: str, names: Sequence[str], state: str, members: Iterable[enum.Enum]):
+        self.family = GaugeMetricFamily(name, doc, labels=[*names, state])
+        self.members = tuple(members)
 
-    success = g("relaywatch_probe_success", "1 when the probe completed a TLS session, 0 otherwise")
-    verdict = g("relaywatch_verdict", "Current verdict of the path to the target (state set)", ["verdict"])
-    intercepted = g("relaywatch_interception_detected", "1 when the TLS session is re-signed on the path")
-    interceptor = g(
+    def add(self, base: Sequence[str], current: enum.Enum | None) -> None:
+        for m in self.members:
+            self.family.add_metric([*base, str(m.value)], 1.0 if m is current else 0.0)
+
+
+class _Families:
+    """Makes the families of one exposition: the label names every per-series family starts with, a base of
+    label values per series, and a record of every label name handed out (see reserved_label_names)."""
+
+    def __init__(self, extra_label_names: Sequence[str], per_address: bool = True) -> None:
+        self.extra = tuple(extra_label_names)
+        self.names = ("target", "address", *self.extra) if per_address else ("target", *self.extra)
+        self.used: set[str] = set(self.names)
+
+    def _labels(self, more: Sequence[str]) -> list[str]:
+        self.used.update(more)
+        return [*self.names, *more]
+
+    def gauge(self, name: str, doc: str, more: Sequence[str] = ()) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=self._labels(more))
+
+    def counter(self, name: str, doc: str, more: Sequence[str] = ()) -> CounterMetricFamily:
+        return CounterMetricFamily(name, doc, labels=self._labels(more))
+
+    def histogram(self, name: str, doc: str) -> HistogramMetricFamily:
+        return HistogramMetricFamily(name, doc, labels=self._labels(()), unit="")
+
+    def state_set(self, name: str, doc: str, state: str, members: Iterable[enum.Enum]) -> StateSet:
+        return StateSet(name, doc, self._labels((state,))[:-1], state, members)
+
+    def base(self, s: SeriesView) -> list[str]:
+        return [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in self.extra)]
+
+
+Collector = Callable[[_Families, Sequence[SeriesView]], list[Metric]]
+
+
+def _probe(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
+    success = f.gauge("relaywatch_probe_success", "1 when the probe completed a TLS session, 0 otherwise")
+    verdict = f.state_set(
+        "relaywatch_verdict", "Current verdict of the path to the target (state set)", "verdict", Verdict
+    )
+    intercepted = f.gauge(
+        "relaywatch_interception_detected", "1 when the TLS session is re-signed on the path"
+    )
+    interceptor = f.gauge(
         "relaywatch_interceptor_info",
         "The product that intercepts, while intercepted",
         ["product", "vendor", "kind", "ca_subject_cn", "ca_spki_sha256"],
     )
-    starttls = g("relaywatch_starttls_state", "STARTTLS state seen by the last probe (state set)", ["state"])
-    version = g("relaywatch_tls_version_info", "TLS version negotiated by the last probe", ["version"])
-    cipher = g("relaywatch_tls_cipher_info", "TLS cipher negotiated by the last probe", ["cipher"])
-    chain = g(
+    starttls = f.state_set(
+        "relaywatch_starttls_state",
+        "STARTTLS state seen by the last probe (state set)",
+        "state",
+        StartTLSState,
+    )
+    for s in series:
+        r, a, base = s.result.record, s.result.analysis, f.base(s)
+        completed = r.tls is not None and (r.failure is None or r.failure.phase == "post_tls")
+        success.add_metric(base, 1.0 if completed else 0.0)
+        verdict.add(base, a.verdict)
+        intercepted.add_metric(base, 1.0 if a.verdict is Verdict.INTERCEPTED else 0.0)
+        i = a.interceptor
+        if i is not None and a.verdict is Verdict.INTERCEPTED:
+            values = (i.product, i.vendor, i.kind, i.ca_subject_cn, i.ca_spki_sha256)
+            interceptor.add_metric([*base, *map(label, values)], 1.0)
+        starttls.add(base, r.starttls.state)
+    return [success, verdict.family, intercepted, interceptor, starttls.family]
+
+
+def _tls(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
+    version = f.gauge("relaywatch_tls_version_info", "TLS version negotiated by the last probe", ["version"])
+    cipher = f.gauge("relaywatch_tls_cipher_info", "TLS cipher negotiated by the last probe", ["cipher"])
+    for s in series:
+        tls = s.result.record.tls
+        if tls is not None:
+            version.add_metric([*f.base(s), label(tls.version)], 1.0)
+            cipher.add_metric([*f.base(s), label(tls.cipher)], 1.0)
+    return [version, cipher]
+
+
+def _chain(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
+    chain = f.gauge(
         "relaywatch_chain_certificate_info",
         "Certificates presented, leaf first (at most 10)",
         ["position", "subject_cn", "issuer_cn", "spki_sha256", "expected"],
     )
-    not_after = g(
+    not_after = f.gauge(
         "relaywatch_certificate_not_after_timestamp_seconds",
         "Expiry of each presented certificate, Unix time",
         ["position"],
     )
-    phase = g("relaywatch_probe_duration_seconds", "Duration of each phase of the last probe", ["phase"])
-    last = g("relaywatch_last_probe_timestamp_seconds", "When the last probe started, Unix time")
-    hist = HistogramMetricFamily(
-        "relaywatch_probe_total_duration_seconds", "Total duration of probes", labels=names, unit=""
-    )
-    counter = CounterMetricFamily("relaywatch_probes", "Probes run, by verdict", labels=[*names, "verdict"])
-    sct_operators = g(
-        "relaywatch_leaf_valid_sct_operators",
-        "Distinct CT log operators with a valid SCT embedded in the leaf (0: none or no SCTs)",
-    )
     for s in series:
-        r, a = s.result.record, s.result.analysis
-        base = [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in extra_label_names)]
-        completed = r.tls is not None and (r.failure is None or r.failure.phase == "post_tls")
-        success.add_metric(base, 1.0 if completed else 0.0)
-        for v in Verdict:
-            verdict.add_metric([*base, str(v)], 1.0 if a.verdict is v else 0.0)
-        intercepted.add_metric(base, 1.0 if a.verdict is Verdict.INTERCEPTED else 0.0)
-        i = a.interceptor
-        if i is not None and a.verdict is Verdict.INTERCEPTED:
-            cn = i.ca_subject_cn
-            interceptor.add_metric(
-                [*base, label(i.product), label(i.vendor), label(i.kind), label(cn), label(i.ca_spki_sha256)],
-                1.0,
-            )
-        for st in StartTLSState:
-            starttls.add_metric([*base, str(st)], 1.0 if r.starttls.state is st else 0.0)
-        if r.tls is not None:
-            version.add_metric([*base, label(r.tls.version)], 1.0)
-            cipher.add_metric([*base, label(r.tls.cipher)], 1.0)
-        for c in a.chain[:MAX_POSITIONS]:
-            pos = str(c.position)
+        base = f.base(s)
+        for c in s.result.analysis.chain[:MAX_POSITIONS]:
+            pos, expected = str(c.position), "true" if c.expected else "false"
             chain.add_metric(
-                [
-                    *base,
-                    pos,
-                    label(c.subject_cn),
-                    label(c.issuer_cn),
-                    c.spki_sha256,
-                    "true" if c.expected else "false",
-                ],
-                1.0,
+                [*base, pos, label(c.subject_cn), label(c.issuer_cn), c.spki_sha256, expected], 1.0
             )
             not_after.add_metric([*base, pos], c.not_after.timestamp())
+    return [chain, not_after]
+
+
+def _timings(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
+    phase = f.gauge(
+        "relaywatch_probe_duration_seconds", "Duration of each phase of the last probe", ["phase"]
+    )
+    last = f.gauge("relaywatch_last_probe_timestamp_seconds", "When the last probe started, Unix time")
+    hist = f.histogram("relaywatch_probe_total_duration_seconds", "Total duration of probes")
+    counter = f.counter("relaywatch_probes", "Probes run, by verdict", ["verdict"])
+    for s in series:
+        r, base = s.result.record, f.base(s)
         for p in PHASES:
             if p in r.timings:
                 phase.add_metric([*base, p], r.timings[p])
@@ -148,26 +188,89 @@ def families(series: Sequence[Series], extra_label_names: Sequence[str] = ()) ->
         hist.add_metric(base, buckets, s.duration_sum)
         for v in Verdict:
             counter.add_metric([*base, str(v)], float(s.probes_by_verdict.get(str(v), 0)))
-        sct_operators.add_metric(base, float(a.ct.valid_operators if a.ct else 0))
-    yield from (
-        success,
-        verdict,
-        intercepted,
-        interceptor,
-        starttls,
-        version,
-        cipher,
-        chain,
-        not_after,
-        phase,
-        last,
-        hist,
-        counter,
-        sct_operators,
+    return [phase, last, hist, counter]
+
+
+def _ct(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
+    operators = f.gauge(
+        "relaywatch_leaf_valid_sct_operators",
+        "Distinct CT log operators with a valid SCT embedded in the leaf (0: none or no SCTs)",
     )
+    for s in series:
+        ct = s.result.analysis.ct
+        operators.add_metric(f.base(s), float(ct.valid_operators if ct else 0))
+    return [operators]
 
 
-def info_families(profiles: Iterable[tuple[str, str]], worker_restarts: int = 0) -> Iterator[Metric]:
+COLLECTORS: tuple[Collector, ...] = (_probe, _tls, _chain, _timings, _ct)
+
+
+def families(series: Sequence[SeriesView], extra_label_names: Sequence[str] = ()) -> Iterator[Metric]:
+    f = _Families(extra_label_names)
+    for collect in COLLECTORS:
+        yield from collect(f, series)
+
+
+def path_families(
+    series: Sequence[SeriesView],
+    paths: Mapping[tuple[str, str], PathResult],
+    extra_label_names: Sequence[str] = (),
+) -> Iterator[Metric]:
+    yield from _path(_Families(extra_label_names), series, paths)
+
+
+def _path(
+    f: _Families, series: Sequence[SeriesView], paths: Mapping[tuple[str, str], PathResult]
+) -> list[Metric]:
+    status = f.state_set(
+        "relaywatch_path_status", "Result of the last path trace (state set)", "status", PathStatus
+    )
+    hops = f.gauge("relaywatch_path_hops", "Hops seen by the last path trace")
+    term = f.gauge("relaywatch_path_terminating_hop", "Hop at which the mail port answered (SYN-ACK or RST)")
+    dest = f.gauge("relaywatch_path_destination_hop", "Hop at which the address answered ICMP echo")
+    middlebox = f.gauge(
+        "relaywatch_path_middlebox_detected", "1 when the mail port answers before the destination"
+    )
+    modified = f.gauge(
+        "relaywatch_path_packet_modified", "1 when a hop quoted back a TCP header that differs"
+    )
+    for s in series:
+        p = paths.get((s.target, s.address))
+        if p is None:
+            continue
+        base = f.base(s)
+        status.add(base, p.status)
+        if p.status is PathStatus.UNAVAILABLE:
+            continue
+        for fam, value in ((hops, p.hops), (term, p.terminating_hop), (dest, p.destination_hop)):
+            if value is not None:
+                fam.add_metric(base, float(value))
+        middlebox.add_metric(base, 1.0 if p.status.middlebox else 0.0)
+        modified.add_metric(base, 1.0 if p.packet_modified else 0.0)
+    return [status.family, hops, term, dest, middlebox, modified]
+
+
+def target_families(
+    worker_failures: Iterable[tuple[str, Mapping[str, str], int]], extra_label_names: Sequence[str] = ()
+) -> Iterator[Metric]:
+    """Per target (not per address): probes that produced no result because the probe worker died or hung.
+    Such a probe leaves the target's series as they were; this counter says it happened."""
+    yield from _worker(_Families(extra_label_names, per_address=False), worker_failures)
+
+
+def _worker(f: _Families, worker_failures: Iterable[tuple[str, Mapping[str, str], int]]) -> list[Metric]:
+    failures = f.counter(
+        "relaywatch_probe_worker_failures",
+        "Probes of a target lost to a probe worker that died or hung (its series keep the last result)",
+    )
+    for target, labels, count in worker_failures:
+        failures.add_metric([label(target), *(label(labels.get(n, "")) for n in f.extra)], count)
+    return [failures]
+
+
+def info_families(
+    profiles: Iterable[tuple[str, str]], worker_restarts: int = 0, events_write_failures: int = 0
+) -> Iterator[Metric]:
     build = GaugeMetricFamily(
         "relaywatch_build_info", "Version of relaywatch and Python", labels=["version", "python"]
     )
@@ -182,40 +285,12 @@ def info_families(profiles: Iterable[tuple[str, str]], worker_restarts: int = 0)
         "Probe worker processes replaced after dying (e.g. on hostile input)",
         value=worker_restarts,
     )
-    yield from (build, prof, restarts)
-
-
-def path_families(
-    series: Sequence[Series],
-    paths: Mapping[tuple[str, str], PathResult],
-    extra_label_names: Sequence[str] = (),
-) -> Iterator[Metric]:
-    names = ["target", "address", *extra_label_names]
-
-    def g(name: str, doc: str, more: Sequence[str] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=[*names, *more])
-
-    status = g("relaywatch_path_status", "Result of the last path trace (state set)", ["status"])
-    hops = g("relaywatch_path_hops", "Hops seen by the last path trace")
-    term = g("relaywatch_path_terminating_hop", "Hop at which the mail port answered (SYN-ACK or RST)")
-    dest = g("relaywatch_path_destination_hop", "Hop at which the address answered ICMP echo")
-    middlebox = g("relaywatch_path_middlebox_detected", "1 when the mail port answers before the destination")
-    modified = g("relaywatch_path_packet_modified", "1 when a hop quoted back a TCP header that differs")
-    for s in series:
-        p = paths.get((s.target, s.address))
-        if p is None:
-            continue
-        base = [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in extra_label_names)]
-        for st in PathStatus:
-            status.add_metric([*base, str(st)], 1.0 if p.status is st else 0.0)
-        if p.status is PathStatus.UNAVAILABLE:
-            continue
-        for fam, value in ((hops, p.hops), (term, p.terminating_hop), (dest, p.destination_hop)):
-            if value is not None:
-                fam.add_metric(base, float(value))
-        middlebox.add_metric(base, 1.0 if p.status.middlebox else 0.0)
-        modified.add_metric(base, 1.0 if p.packet_modified else 0.0)
-    yield from (status, hops, term, dest, middlebox, modified)
+    events = CounterMetricFamily(
+        "relaywatch_events_write_failures",
+        "Evidence log events that could not be written when they happened (kept in memory and retried)",
+        value=events_write_failures,
+    )
+    yield from (build, prof, restarts, events)
 
 
 def host_families(report: HostReport | None) -> Iterator[Metric]:
@@ -244,3 +319,15 @@ def host_families(report: HostReport | None) -> Iterator[Metric]:
 def series_layout(extra_label_names: Sequence[str] = ()) -> list[Metric]:
     """The per-series families in exposition order (empty families: for their names and headers)."""
     return [*families([], extra_label_names), *path_families([], {}, extra_label_names)]
+
+
+@functools.cache
+def reserved_label_names() -> frozenset[str]:
+    """Every label name a family that carries target labels uses itself, and Prometheus' own: a target
+    label of one of these names would be overwritten, or would overwrite, in some series."""
+    per_series, per_target = _Families(()), _Families((), per_address=False)
+    for collect in COLLECTORS:
+        collect(per_series, [])
+    _path(per_series, [], {})
+    _worker(per_target, ())
+    return frozenset(per_series.used | per_target.used | PROMETHEUS_LABELS)

@@ -17,6 +17,8 @@ from urllib.parse import quote
 from relaywatch.export.exposition import CONTENT_TYPE
 
 log = logging.getLogger("relaywatch.outputs")
+PUSH_TIMEOUT = 10.0
+FINAL_PUSH = 2.0  # at SIGTERM
 
 
 class Outputs:
@@ -46,12 +48,19 @@ class Outputs:
         self._dirty.set()
 
     def stop(self) -> None:
+        """The last state goes out before exit, within FINAL_PUSH seconds whatever the Pushgateway does
+        (systemd's stop timeout is 15 s); a push still running in the loop thread is abandoned."""
         self._stop.set()
         self._dirty.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-        if self.enabled:
-            self.flush()  # last state before exit
+        if not self.enabled:
+            return
+        final = threading.Thread(target=self.flush, args=(FINAL_PUSH,), name="outputs-final", daemon=True)
+        final.start()
+        final.join(FINAL_PUSH)
+        if final.is_alive():
+            log.error(
+                "final push to %s did not finish within %gs; exiting without it", self.push_url, FINAL_PUSH
+            )
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -62,7 +71,7 @@ class Outputs:
             self.flush()
             self._stop.wait(1.0)
 
-    def flush(self) -> None:
+    def flush(self, timeout: float = PUSH_TIMEOUT) -> None:
         body = self.exposition()
         if self.textfile:
             try:
@@ -71,16 +80,16 @@ class Outputs:
                 log.error("cannot write textfile %s: %s", self.textfile, exc)
         if self.push_url:
             try:
-                push(self.push_url, self.job, self.instance, body)
+                push(self.push_url, self.job, self.instance, body, timeout)
             except Exception as exc:  # e.g. http.client.BadStatusLine from a broken gateway
                 log.error("push to %s failed: %s", self.push_url, exc)
 
 
-def push(url: str, job: str, instance: str, body: bytes) -> None:
+def push(url: str, job: str, instance: str, body: bytes, timeout: float = PUSH_TIMEOUT) -> None:
     """PUT replaces every series of this grouping key, as prometheus_client's push_to_gateway does."""
     target = f"{url.rstrip('/')}/metrics/job/{quote(job, safe='')}/instance/{quote(instance, safe='')}"
     request = urllib.request.Request(target, data=body, method="PUT", headers={"Content-Type": CONTENT_TYPE})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         if response.status // 100 != 2:
             raise OSError(f"Pushgateway answered {response.status}")
 

@@ -16,7 +16,7 @@ from relaywatch.run.config import Config, ConfigError, load_config
 from relaywatch.run.events import EventLog
 from relaywatch.run.evidence import HostWatch, PathRunner
 from relaywatch.run.malloc import fewer_malloc_arenas
-from relaywatch.run.scheduler import Scheduler
+from relaywatch.run.scheduler import Listener, Scheduler
 from relaywatch.run.state import AgentState
 from relaywatch.run.web import Web
 from relaywatch.run.webconfig import load_web_config
@@ -89,15 +89,19 @@ def _serve(settings: Settings, worker: Worker) -> int:
     state = AgentState(config)
     state.worker_restarts = lambda: worker.restarts
     events = EventLog(settings.events_file) if settings.events_file else None
+    if events is not None:
+        state.events_write_failures = lambda: events.write_failures
     lock = threading.Lock()
 
     def reload() -> str | None:
+        """SIGHUP and POST /-/reload: a config that does not load is refused, with one line, never raised."""
         with lock:
             try:
                 new: Config = load_config(config_file, worker.profile)
-            except ConfigError as exc:
-                log.error("reload refused, keeping the running config: %s", exc)
-                return str(exc)
+            except Exception as exc:  # ConfigError, and whatever else a broken file or a dead worker raises
+                reason = (str(exc) or type(exc).__name__).splitlines()[0]
+                log.error("reload refused, keeping the running config: %s", reason)
+                return reason
             state.set_config(new)
             scheduler.reschedule()
             log.info("config reloaded from %s: %d targets", new.source, len(new.targets))
@@ -110,7 +114,7 @@ def _serve(settings: Settings, worker: Worker) -> int:
     outputs = Outputs(state.exposition, settings.push_gateway, settings.textfile)
     paths = PathRunner(state)
     host = HostWatch(state, worker.host)
-    listeners = [outputs.changed, paths] + ([events] if events else [])
+    listeners: list[Listener] = [outputs.changed, paths, *([events] if events else [])]
     scheduler = Scheduler(state, worker.probe, listeners)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

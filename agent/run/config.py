@@ -11,7 +11,9 @@ from typing import Any
 import yaml
 from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.export.metrics import reserved_label_names
 from relaywatch.target import AllowPattern, Target, TargetError, parse_allow_pattern, parse_target
+from relaywatch.yamlsafe import SafeLoader
 
 DEFAULT_CONFIG = """\
 interval: 60s
@@ -25,7 +27,6 @@ targets:
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_RESERVED = {"target", "address", "verdict", "state", "instance", "job", "phase", "position"}
 _TARGET_KEYS = {"target", "profile", "interval", "timeout", "address_family", "ehlo_name", "labels"}
 
 
@@ -76,7 +77,7 @@ class Config:
         return self.configured(target) is not None or any(p.matches(target) for p in self.probe_allow)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(SafeLoader):
     """Keeps the line of every mapping key, for error messages."""
 
 
@@ -129,57 +130,8 @@ def load_config(path: str | None, profiles: Profiles = local_profiles) -> Config
     return parse_config(text, path, Path(path).resolve().parent, profiles)
 
 
-def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_profiles) -> Config:
-    try:
-        doc = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
-    if not isinstance(doc, _Lines):
-        raise ConfigError(f"{source}: expected a mapping with 'targets'")
-
-    def fail(node: _Lines, key: str | None, message: str) -> ConfigError:
-        line = node.lines.get(key, node.line) if key is not None else node.line
-        return ConfigError(f"{source}:{line}: {message}")
-
-    def get_duration(node: _Lines, key: str, default: float) -> float:
-        if key not in node:
-            return default
-        try:
-            value = duration(node[key])
-        except ValueError as exc:
-            raise fail(node, key, f"{key}: {exc}") from None
-        if not 0 < value <= 86400:
-            raise fail(node, key, f"{key}: must be more than 0 and at most 24h")
-        return value
-
-    def get_profile(node: _Lines, default: ProfileRef | None) -> ProfileRef:
-        if "profile" not in node:
-            assert default is not None
-            return default
-        spec = str(node["profile"])
-        candidate = base / spec
-        try:
-            return profiles(str(candidate) if candidate.is_file() else spec)
-        except ProfileError as exc:
-            raise fail(node, "profile", str(exc)) from None
-
-    interval = get_duration(doc, "interval", 60.0)
-    timeout = get_duration(doc, "timeout", 10.0)
-    profile = get_profile(doc, profiles("microsoft365") if "profile" not in doc else None)
-    concurrency = doc.get("concurrency", 16)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 1024:
-        raise fail(doc, "concurrency", "concurrency: must be a whole number from 1 to 1024")
-    ehlo = doc.get("ehlo_name")
-    allow = doc.get("probe_allow") or []
-    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
-        raise fail(doc, "probe_allow", "probe_allow: must be a list of target patterns")
-    try:
-        patterns = tuple(parse_allow_pattern(a) for a in allow)
-    except TargetError as exc:
-        raise fail(doc, "probe_allow", f"probe_allow: {exc}") from None
-    unknown = set(doc) - {
+_TOP_KEYS = frozenset(
+    {
         "interval",
         "timeout",
         "profile",
@@ -192,92 +144,202 @@ def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_
         "path",
         "address_family",
     }
-    if unknown:
-        key = sorted(unknown, key=str)[0]
-        raise fail(doc, key, f"unknown key {key!r}")
-    web = doc.get("web") or _Lines()
-    if not isinstance(web, _Lines) or set(web) - {"listen_address", "config_file"}:
-        raise fail(doc, "web", "web: a mapping with listen_address and config_file")
-    web_config = str(base / str(web["config_file"])) if web.get("config_file") else None
-    path_doc = doc.get("path") or _Lines()
-    if not isinstance(path_doc, _Lines) or set(path_doc) - {"enabled", "every", "max_hops", "timeout"}:
-        raise fail(doc, "path", "path: a mapping with enabled, every, max_hops, timeout")
-    every, hops = path_doc.get("every", 10), path_doc.get("max_hops", 16)
-    if not isinstance(every, int) or every < 0 or not isinstance(hops, int) or not 1 <= hops <= 32:
-        raise fail(path_doc, None, "path: every is a whole number of rounds >= 0, max_hops 1 to 32")
-    path = PathSettings(
-        bool(path_doc.get("enabled", True)), every, hops, get_duration(path_doc, "timeout", 2.0)
-    )
-    host_doc = doc.get("host") or _Lines()
-    if not isinstance(host_doc, _Lines) or set(host_doc) - {"interval"}:
-        raise fail(doc, "host", "host: a mapping with interval")
-    host_interval = get_duration(host_doc, "interval", 300.0)
-    entries = doc.get("targets")
-    if not isinstance(entries, list) or not entries:
-        raise fail(doc, "targets" if "targets" in doc else None, "targets: must be a non-empty list")
-    targets: list[TargetConfig] = []
-    label_names: set[str] = set()
-    for entry in entries:
-        if isinstance(entry, str):
-            node = _Lines()
-            node["target"], node.line = entry, doc.lines.get("targets", 0)
-            entry = node
-        if not isinstance(entry, _Lines) or "target" not in entry:
-            raise fail(doc, "targets", "each target needs a 'target' key")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Defaults:
+    """What the top level sets for every target that does not say otherwise."""
+
+    interval: float
+    timeout: float
+    profile: ProfileRef
+    ehlo_name: object
+    address_family: object
+
+
+class _Parser:
+    """One method per section; every error names the file and the line of the key it is about."""
+
+    def __init__(self, source: str, base: Path, profiles: Profiles) -> None:
+        self.source, self.base, self.profiles = source, base, profiles
+
+    def fail(self, node: _Lines, key: str | None, message: str) -> ConfigError:
+        line = node.lines.get(key, node.line) if key is not None else node.line
+        return ConfigError(f"{self.source}:{line}: {message}")
+
+    def duration(self, node: _Lines, key: str, default: float) -> float:
+        if key not in node:
+            return default
+        try:
+            value = duration(node[key])
+        except ValueError as exc:
+            raise self.fail(node, key, f"{key}: {exc}") from None
+        if not 0 < value <= 86400:
+            raise self.fail(node, key, f"{key}: must be more than 0 and at most 24h")
+        return value
+
+    def profile(self, node: _Lines, default: ProfileRef | None) -> ProfileRef:
+        if "profile" not in node:
+            assert default is not None
+            return default
+        spec = str(node["profile"])
+        if "\0" in spec or len(spec) > 4096 or any(len(part) > 255 for part in Path(spec).parts):
+            raise self.fail(node, "profile", "profile: not a profile name or a file name (too long)")
+        try:
+            return self.profiles(str(self.base / spec) if _is_file(self.base / spec) else spec)
+        except ProfileError as exc:
+            raise self.fail(node, "profile", str(exc)) from None
+
+    def section(self, doc: _Lines, key: str, allowed: frozenset[str], what: str) -> _Lines:
+        node = doc.get(key) or _Lines()
+        if not isinstance(node, _Lines) or set(node) - allowed:
+            raise self.fail(doc, key, f"{key}: a mapping with {what}")
+        return node
+
+    def top(self, doc: _Lines) -> tuple[_Defaults, int, tuple[AllowPattern, ...]]:
+        unknown = set(doc) - _TOP_KEYS
+        if unknown:
+            key = sorted(unknown, key=str)[0]
+            raise self.fail(doc, key, f"unknown key {key!r}")
+        defaults = _Defaults(
+            self.duration(doc, "interval", 60.0),
+            self.duration(doc, "timeout", 10.0),
+            self.profile(doc, None) if "profile" in doc else self.profiles("microsoft365"),
+            doc.get("ehlo_name"),
+            doc.get("address_family", "any"),
+        )
+        concurrency = doc.get("concurrency", 16)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 1024:
+            raise self.fail(doc, "concurrency", "concurrency: must be a whole number from 1 to 1024")
+        allow = doc.get("probe_allow") or []
+        if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+            raise self.fail(doc, "probe_allow", "probe_allow: must be a list of target patterns")
+        try:
+            patterns = tuple(parse_allow_pattern(a) for a in allow)
+        except TargetError as exc:
+            raise self.fail(doc, "probe_allow", f"probe_allow: {exc}") from None
+        return defaults, concurrency, patterns
+
+    def web(self, doc: _Lines) -> tuple[str | None, str | None]:
+        web = self.section(
+            doc, "web", frozenset({"listen_address", "config_file"}), "listen_address and config_file"
+        )
+        listen = str(web["listen_address"]) if web.get("listen_address") else None
+        config_file = str(self.base / str(web["config_file"])) if web.get("config_file") else None
+        return listen, config_file
+
+    def path(self, doc: _Lines) -> PathSettings:
+        node = self.section(
+            doc,
+            "path",
+            frozenset({"enabled", "every", "max_hops", "timeout"}),
+            "enabled, every, max_hops, timeout",
+        )
+        every, hops = node.get("every", 10), node.get("max_hops", 16)
+        if not isinstance(every, int) or every < 0 or not isinstance(hops, int) or not 1 <= hops <= 32:
+            raise self.fail(node, None, "path: every is a whole number of rounds >= 0, max_hops 1 to 32")
+        return PathSettings(bool(node.get("enabled", True)), every, hops, self.duration(node, "timeout", 2.0))
+
+    def host(self, doc: _Lines) -> float:
+        return self.duration(
+            self.section(doc, "host", frozenset({"interval"}), "interval"), "interval", 300.0
+        )
+
+    def targets(self, doc: _Lines, defaults: _Defaults) -> tuple[TargetConfig, ...]:
+        entries = doc.get("targets")
+        if not isinstance(entries, list) or not entries:
+            raise self.fail(doc, "targets" if "targets" in doc else None, "targets: must be a non-empty list")
+        targets: dict[str, TargetConfig] = {}
+        for entry in entries:
+            if isinstance(entry, str):
+                node = _Lines()
+                node["target"], node.line = entry, doc.lines.get("targets", 0)
+                entry = node
+            if not isinstance(entry, _Lines) or "target" not in entry:
+                raise self.fail(doc, "targets", "each target needs a 'target' key")
+            tc = self.target(entry, defaults)
+            if tc.name in targets:
+                raise self.fail(entry, "target", f"target {tc.name!r} is configured twice")
+            targets[tc.name] = tc
+        return tuple(targets.values())
+
+    def target(self, entry: _Lines, defaults: _Defaults) -> TargetConfig:
         for key in entry:
             if key not in _TARGET_KEYS:
-                raise fail(
+                raise self.fail(
                     entry, key, f"unknown target key {key!r} (one of {', '.join(sorted(_TARGET_KEYS))})"
                 )
         try:
             target = parse_target(str(entry["target"]))
         except TargetError as exc:
-            raise fail(entry, "target", str(exc)) from None
-        labels = entry.get("labels") or {}
-        if not isinstance(labels, dict):
-            raise fail(entry, "labels", "labels: must be a mapping of name: value")
-        for name in labels:
-            if (
-                not isinstance(name, str)
-                or not _LABEL.match(name)
-                or name in _RESERVED
-                or name.startswith("__")
-            ):
-                raise fail(entry, "labels", f"label name {name!r} is invalid or reserved")
-        family_text = str(entry.get("address_family", doc.get("address_family", "any")))
+            raise self.fail(entry, "target", str(exc)) from None
         try:
-            family = AddressFamily(family_text)
+            family = AddressFamily(str(entry.get("address_family", defaults.address_family)))
         except ValueError:
-            raise fail(
+            raise self.fail(
                 entry, "address_family", f"address_family: one of {', '.join(AddressFamily)}"
             ) from None
-        name = str(entry["target"])
-        if any(t.name == name for t in targets):
-            raise fail(entry, "target", f"target {name!r} is configured twice")
-        label_names.update(labels)
-        targets.append(
-            TargetConfig(
-                name=name,
-                target=target,
-                profile=get_profile(entry, profile),
-                interval=get_duration(entry, "interval", interval),
-                timeout=get_duration(entry, "timeout", timeout),
-                address_family=family,
-                ehlo_name=str(entry.get("ehlo_name") or ehlo or "") or None,
-                labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-            )
+        return TargetConfig(
+            name=str(entry["target"]),
+            target=target,
+            profile=self.profile(entry, defaults.profile),
+            interval=self.duration(entry, "interval", defaults.interval),
+            timeout=self.duration(entry, "timeout", defaults.timeout),
+            address_family=family,
+            ehlo_name=str(entry.get("ehlo_name") or defaults.ehlo_name or "") or None,
+            labels=self.labels(entry),
         )
-    listen = str(web["listen_address"]) if web.get("listen_address") else None
+
+    def labels(self, entry: _Lines) -> tuple[tuple[str, str], ...]:
+        labels = entry.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise self.fail(entry, "labels", "labels: must be a mapping of name: value")
+        for name in labels:
+            if not isinstance(name, str) or not _LABEL.match(name) or name.startswith("__"):
+                raise self.fail(entry, "labels", f"label name {name!r} is invalid")
+            if name in reserved_label_names():
+                raise self.fail(entry, "labels", f"label name {name!r} is reserved: a metric uses it")
+        return tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL: not a file
+        return False
+
+
+def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_profiles) -> Config:
+    doc = _document(text, source)
+    parser = _Parser(source, base, profiles)
+    defaults, concurrency, allow = parser.top(doc)
+    listen, web_config = parser.web(doc)
+    path, host_interval = parser.path(doc), parser.host(doc)
+    targets = parser.targets(doc, defaults)
+    label_names = sorted({name for t in targets for name, _ in t.labels})
     return Config(
         source,
-        tuple(targets),
+        targets,
         concurrency,
-        patterns,
-        profile,
-        timeout,
-        tuple(sorted(label_names)),
+        allow,
+        defaults.profile,
+        defaults.timeout,
+        tuple(label_names),
         path,
         host_interval,
         listen,
         web_config,
     )
+
+
+def _document(text: str, source: str) -> _Lines:
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader without aliases or deep nesting
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    if not isinstance(doc, _Lines):
+        raise ConfigError(f"{source}: expected a mapping with 'targets'")
+    return doc

@@ -25,18 +25,16 @@ class PathRunner:
         self.state = state
         self._rounds: dict[tuple[str, str], int] = {}
         self._pending: set[tuple[str, str]] = set()
+        self._config = state.config
         self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="path")
 
     def __call__(self, tc: TargetConfig, results: Sequence[ProbeResult], changes: Sequence[Change]) -> None:
+        self._forget(tc.name, {r.record.address for r in results} if results else None)
         settings = self.state.config.path
-        if not settings.enabled:
+        if not settings.enabled or not results:  # no results: a worker failure, nothing new to trace
             return
         changed = {c.address for c in changes}
-        current = {r.record.address for r in results}
-        with self._lock:  # forget addresses that left DNS
-            for key in [k for k in self._rounds if k[0] == tc.name and k[1] not in current]:
-                del self._rounds[key]
         for r in results:
             if r.record.address is None:
                 continue
@@ -49,6 +47,17 @@ class PathRunner:
                     continue
                 self._pending.add(key)
             self._pool.submit(self._trace, key, tc.target.port, not tc.target.starttls)
+
+    def _forget(self, target: str, current: set[str | None] | None) -> None:
+        """Addresses of `target` that left DNS (None: not known this round), and targets a reload dropped."""
+        with self._lock:
+            if current is not None:
+                for key in [k for k in self._rounds if k[0] == target and k[1] not in current]:
+                    del self._rounds[key]
+            if self._config is not self.state.config:
+                self._config = self.state.config
+                names = {t.name for t in self._config.targets}
+                self._rounds = {k: v for k, v in self._rounds.items() if k[0] in names}
 
     def _trace(self, key: tuple[str, str], port: int, implicit_tls: bool) -> None:
         settings = self.state.config.path

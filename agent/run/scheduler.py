@@ -76,6 +76,7 @@ class Scheduler:
         with self._lock:
             self._queue.clear()
             self._generation += 1
+            self._confirm &= {tc.name for tc in self.state.config.targets}
             for tc in self.state.config.targets:
                 self._push(time.monotonic() + random.uniform(0, 1.0), tc.name)
         self._wake.set()
@@ -112,12 +113,13 @@ class Scheduler:
         try:
             confirming = tc.name in self._confirm
             self._confirm.discard(tc.name)
+            results: Sequence[ProbeResult]
             try:
                 results = self.probe(tc.target, tc.profile, options_for(tc, inspect=confirming))
-            except Exception as exc:  # the worker died or hung: the verdict must say so, not stay as it was
+                changes = self.state.record(tc, results)
+            except Exception as exc:  # the worker died or hung: nothing learnt about the target's addresses
                 log.error("probe of %s failed: %s", tc.name, exc)
-                results = [failed_result(tc, str(exc))]
-            changes = self.state.record(tc, results)
+                results, changes = (), self.state.worker_failed(tc, failed_result(tc, str(exc)))
             for r in results:
                 log.debug("probe target=%s address=%s verdict=%s", tc.name, r.record.address, r.verdict)
             for listener in self.listeners:
@@ -138,13 +140,17 @@ class Scheduler:
 
 
 def failed_result(tc: TargetConfig, message: str) -> ProbeResult:
-    """A probe that produced nothing (the worker died on it, or hung): protocol_error, with the reason."""
+    """A probe that produced nothing (the worker died on it, or hung): for the history, and the verdict of a
+    target that has none yet (state.worker_failed)."""
     now = dt.datetime.now(dt.UTC)
     state = StartTLSState.UNKNOWN if tc.target.starttls else StartTLSState.NOT_APPLICABLE
     failure = ProbeFailure("worker", "internal", message)
     record = ProbeRecord(tc.target, None, now, {"total": 0.0}, (), StartTLS(state), None, failure)
     finding = Finding(
-        "probe_failed", Severity.CRITICAL, f"the probe did not complete: {message}", Verdict.PROTOCOL_ERROR
+        "probe_worker_failed",
+        Severity.CRITICAL,
+        f"the probe worker did not complete the probe: {message}",
+        Verdict.PROTOCOL_ERROR,
     )
     analysis = Analysis(
         tc.profile.name, tc.profile.version, now, Verdict.PROTOCOL_ERROR, (finding,), (), (), None, None

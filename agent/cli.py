@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--events.file", dest="events_file", help="evidence log: JSON lines, one per verdict change"
     )
+    r.add_argument(
+        "--state.dir",
+        dest="state_dir",
+        help="where the baseline of each path is kept (default: $STATE_DIRECTORY, i.e. /var/lib/relaywatch "
+        "under systemd, else $XDG_STATE_HOME/relaywatch)",
+    )
 
     d = sub.add_parser("demo", help="run the loopback lab and show every verdict")
     d.add_argument("--json", action="store_true")
@@ -238,6 +244,7 @@ def _run(args: argparse.Namespace) -> int:
             args.push_gateway,
             args.textfile,
             args.events_file,
+            args.state_dir,
         )
     )
     sys.stdout.flush()

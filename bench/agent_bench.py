@@ -331,6 +331,7 @@ def agent_process(
     gone are killed by pid, so nothing this benchmark started outlives it."""
     port = free_port()
     run = ["run", "--config.file", str(config), "--web.listen-address", f"{WEB_HOST}:{port}"]
+    run += ["--state.dir", str(log.parent / "state")]
     run += ["--log.level", "warn"]
     if trace_dir is not None:
         argv = [sys.executable, "-c", _TRACEMALLOC_AGENT, str(trace_dir), *run]

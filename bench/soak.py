@@ -96,6 +96,7 @@ def main() -> int:
             [
                 *(sys.executable, "-m", "relaywatch", "run", "--config.file", str(cfg)),
                 *("--web.listen-address", f"127.0.0.1:{port}", "--events.file", str(d / "events.jsonl")),
+                *("--state.dir", str(d / "state")),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -203,8 +203,15 @@ PANELS = [
     panel(
         "timeseries",
         "Probe duration",
-        "The last probe's total duration; every phase with `metrics: {detail: true}` in the agent's config.",
-        [target(f"avg by (phase) (relaywatch_probe_duration_seconds{{{SEL}}})", "{{phase}}")],
+        "90th percentile of the probes' total duration per host over 5 minutes (each phase per target: "
+        "relaywatch_probe_duration_seconds with `metrics: {detail: true}` in the agent's config).",
+        [
+            target(
+                "histogram_quantile(0.9, sum by (instance, le) "
+                '(rate(relaywatch_host_probe_duration_seconds_bucket{instance=~"$instance"}[5m])))',
+                "{{instance}}",
+            )
+        ],
         12,
         8,
         fieldConfig={"defaults": {"unit": "s", "custom": {"stacking": {"mode": "normal"}}}, "overrides": []},

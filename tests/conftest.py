@@ -19,6 +19,16 @@ from relaywatch.probe.resolve import HOSTS_FILE_ENV
 from tests.support import StaticHosts, write_hosts
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every agent a test starts keeps its baseline in this session's own directory, never the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    mp.delenv("STATE_DIRECTORY", raising=False)
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def pki() -> LabPKI:
     return make_lab_pki()

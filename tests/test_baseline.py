@@ -4,7 +4,9 @@ warning."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from relaywatch.analysis.profile import TrustProfile
 from relaywatch.lab.pki import LabPKI
 from relaywatch.lab.servers import LabServer, Mail, server_context
 
-from tests.support import probe
+from tests.agent_helpers import run_agent
+from tests.support import probe, samples, wait_for
 
 pytestmark = pytest.mark.peers
 
@@ -55,3 +58,39 @@ def test_state_dir_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", "/x/state")
     assert default_state_dir() == Path("/x/state/relaywatch")
     assert default_state_dir(service=True) == Path("/var/lib/relaywatch")
+
+
+def test_the_agent_reports_a_chain_change_once_and_remembers_it(
+    pki: LabPKI, lab_dir: Path, tmp_path: Path
+) -> None:
+    """--state.dir end to end: the metric, one evidence-log event, a restart, a corrupt state file."""
+    state, events = tmp_path / "state", tmp_path / "events.jsonl"
+    with LabServer(Mail("smtp", server_context(pki.relay, [pki.issuing]))) as s:
+        port = s.port
+        cfg = tmp_path / "relaywatch.yml"
+        cfg.write_text(
+            f"interval: 1s\ntimeout: 3s\nprofile: {lab_dir}/lab-profile.yml\n"
+            f"path: {{enabled: false}}\ntargets: [smtp://127.0.0.1:{port}]\n"
+        )
+        args = ("--state.dir", str(state), "--events.file", str(events))
+        with run_agent(cfg, *args) as agent:
+            wait_for(lambda: samples(agent.metrics(), "relaywatch_verdict", verdict="ok"), 30)
+            assert not samples(agent.metrics(), "relaywatch_chain_changed_timestamp_seconds")
+    with LabServer(Mail("smtp", server_context(pki.sibling_relay, [pki.sibling])), port=port):
+        with run_agent(cfg, *args) as agent:  # a restart: the baseline comes from the state file
+            changed = wait_for(
+                lambda: samples(agent.metrics(), "relaywatch_chain_changed_timestamp_seconds"), 30
+            )
+            wait_for(lambda: len(events.read_text().splitlines()) >= 2, 30)
+            time.sleep(3)  # more probes of the same new chain: no more events
+        lines = [json.loads(line) for line in events.read_text().splitlines()]
+        assert [e["event"] for e in lines if e["event"] == "chain_changed"] == ["chain_changed"]
+        assert changed[0].value > 0
+        (state / "baseline.json").write_text("{not json")
+        with run_agent(cfg, *args) as agent:
+            wait_for(lambda: samples(agent.metrics(), "relaywatch_verdict", verdict="ok"), 30)
+            agent.proc.terminate()
+            agent.proc.wait(10)
+            log = agent.proc.stderr.read() if agent.proc.stderr else ""
+        assert "corrupt" in log and "Traceback" not in log
+        assert (state / "baseline.corrupt").exists()

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
+from relaywatch.analysis.baseline import Baseline
 from relaywatch.analysis.profile import TrustProfile
 from relaywatch.export.exposition import expose
 from relaywatch.export.metrics import (
@@ -249,9 +250,10 @@ def test_path_series_follow_the_judgement(lab_dir: Path, results: dict[str, Prob
 
 
 def test_the_default_metric_set_holds_at_most_25_series_per_address(
-    lab_dir: Path, pki: LabPKI, lab_profile: TrustProfile
+    lab_dir: Path, pki: LabPKI, lab_profile: TrustProfile, results: dict[str, ProbeResult], tmp_path: Path
 ) -> None:
-    """A 3-certificate chain re-signed by a named interceptor, with a path trace: the fullest default."""
+    """A 3-certificate chain re-signed by a named interceptor, after a chain change, with a path trace: the
+    fullest default."""
     sub_ca = make_ca(cn_name("Avast Web/Mail Shield Intermediate"), pki.interception_ca)
     three = judged(record(forge(pki.relay.cert, sub_ca), sub_ca, pki.interception_ca), lab_profile)
     assert len(three.analysis.chain) == 3 and three.analysis.interceptor is not None
@@ -260,9 +262,13 @@ def test_the_default_metric_set_holds_at_most_25_series_per_address(
         cfg = config(lab_dir, "smtp://relay.test:25", detail=detail)
         [tc] = cfg.targets
         state = AgentState(cfg)
-        state.record(tc, [three])
-        state.set_path(tc.name, three.record.address or "", judge(_early_trace()))
-        counts[detail] = len([line for line in data_lines(state.exposition().decode()) if 'target="' in line])
+        state.baseline = Baseline(tmp_path / str(detail))
+        for r in (results["ok"], three):  # the chain changed: relaywatch_chain_changed_timestamp_seconds
+            state.record(tc, state.with_baseline([at_address(r, "127.0.0.1")]))
+        state.set_path(tc.name, "127.0.0.1", judge(_early_trace()))
+        text = state.exposition().decode()
+        assert value(text, "relaywatch_chain_changed_timestamp_seconds") > 0
+        counts[detail] = len([line for line in data_lines(text) if 'address="127.0.0.1"' in line])
     assert counts[False] <= 25 < counts[True]
 
 

@@ -57,6 +57,8 @@ class SeriesView(Protocol):
     def durations(self) -> Sequence[int]: ...
     @property
     def duration_sum(self) -> float: ...
+    @property
+    def chain_changed_at(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +204,15 @@ def _chain(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
         "Expiry of each presented certificate, Unix time",
         ["position"],
     )
+    changed = f.gauge(
+        "relaywatch_chain_changed_timestamp_seconds",
+        "When the chain of this path last changed from what the baseline had seen (trust on first use)",
+    )
     positions = MAX_POSITIONS if f.detail else DEFAULT_POSITIONS
     for s in series:
         base = f.base(s)
+        if s.chain_changed_at is not None:
+            changed.add_metric(base, s.chain_changed_at)
         for c in s.result.analysis.chain[:positions]:
             pos, expected = str(c.position), "true" if c.expected else "false"
             chain.add_metric(
@@ -212,28 +220,26 @@ def _chain(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
             )
             if f.detail or c.position == 0:  # the leaf's expiry is what the alert and the panel watch
                 not_after.add_metric([*base, pos], c.not_after.timestamp())
-    return [chain, not_after]
+    return [chain, not_after, changed]
 
 
 def _timings(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
     phase = f.gauge(
-        "relaywatch_probe_duration_seconds", "Duration of each phase of the last probe", ["phase"]
+        "relaywatch_probe_duration_seconds",
+        "Duration of each phase of the last probe",
+        ["phase"],
+        detail=True,
     )
     last = f.gauge("relaywatch_last_probe_timestamp_seconds", "When the last probe started, Unix time")
     hist = f.histogram("relaywatch_probe_total_duration_seconds", "Total duration of probes", detail=True)
     counter = f.counter("relaywatch_probes", "Probes run, by verdict", ["verdict"], detail=True)
-    phases = PHASES if f.detail else (str(Phase.TOTAL),)  # default: the total only
     for s in series:
         r, base = s.result.record, f.base(s)
-        for p in phases:
+        for p in PHASES:
             if p in r.timings:
                 phase.add_metric([*base, p], r.timings[p])
         last.add_metric(base, r.started_at.timestamp())
-        cumulative, buckets = 0, []
-        for bound, n in zip((*BUCKETS, float("inf")), s.durations, strict=True):
-            cumulative += n
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        hist.add_metric(base, buckets, s.duration_sum)
+        hist.add_metric(base, _buckets(s.durations), s.duration_sum)
         for v in Verdict:
             counter.add_metric([*base, str(v)], float(s.probes_by_verdict.get(str(v), 0)))
     return [phase, last, hist, counter]
@@ -322,7 +328,10 @@ def _worker(f: _Families, worker_failures: Iterable[tuple[str, Mapping[str, str]
 
 
 def info_families(
-    profiles: Iterable[tuple[str, str]], worker_restarts: int = 0, events_write_failures: int = 0
+    profiles: Iterable[tuple[str, str]],
+    worker_restarts: int = 0,
+    events_write_failures: int = 0,
+    durations: tuple[Sequence[int], float] = ((), 0.0),
 ) -> Iterator[Metric]:
     build = GaugeMetricFamily(
         "relaywatch_build_info", "Version of relaywatch and Python", labels=["version", "python"]
@@ -343,7 +352,21 @@ def info_families(
         "Evidence log events that could not be written when they happened (kept in memory and retried)",
         value=events_write_failures,
     )
-    yield from (build, prof, restarts, events)
+    hist = HistogramMetricFamily(
+        "relaywatch_host_probe_duration_seconds", "Total duration of every probe this agent ran", unit=""
+    )
+    counts, total = durations
+    if counts:
+        hist.add_metric([], _buckets(counts), total)
+    yield from (build, prof, restarts, events, hist)
+
+
+def _buckets(counts: Sequence[int]) -> list[tuple[str, float]]:
+    cumulative, buckets = 0, []
+    for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
+    return buckets
 
 
 def host_families(report: HostReport | None) -> Iterator[Metric]:

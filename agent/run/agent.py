@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from relaywatch.analysis.baseline import Baseline, default_state_dir
 from relaywatch.export.outputs import Outputs
 from relaywatch.run.client import Worker
 from relaywatch.run.config import Config, ConfigError, load_config
@@ -63,6 +65,14 @@ class Settings:
     push_gateway: str | None = None
     textfile: str | None = None
     events_file: str | None = None
+    state_dir: str | None = None  # the baseline; default: systemd's STATE_DIRECTORY, else XDG's
+
+
+def _state_dir(flag: str | None) -> Path:
+    if flag:
+        return Path(flag)
+    systemd = os.environ.get("STATE_DIRECTORY")  # StateDirectory= in the unit
+    return Path(systemd.split(":")[0]) if systemd else default_state_dir()
 
 
 def serve(settings: Settings) -> int:
@@ -87,6 +97,7 @@ def _serve(settings: Settings, worker: Worker) -> int:
     if settings.textfile and not Path(settings.textfile).parent.is_dir():
         raise ConfigError(f"--textfile {settings.textfile}: its directory does not exist")
     state = AgentState(config)
+    state.baseline = Baseline(_state_dir(settings.state_dir))
     state.worker_restarts = lambda: worker.restarts
     events = EventLog(settings.events_file) if settings.events_file else None
     if events is not None:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from relaywatch.model import ProbeResult
+from relaywatch.model import Finding, ProbeResult
 from relaywatch.run.config import ConfigError, TargetConfig
 from relaywatch.run.state import Change
 
@@ -50,7 +50,9 @@ class EventLog:
 
     def __call__(self, tc: TargetConfig, results: Sequence[ProbeResult], changes: Sequence[Change]) -> None:
         """A scheduler listener: one event per changed verdict; every round also retries held events."""
-        lines = [_line(tc, c) for c in changes]
+        lines = [_line(tc, c) for c in changes] + [
+            _baseline_line(tc, r, f) for r in results for f in r.analysis.findings if f.code in BASELINE_CODES
+        ]
         with self._lock:
             for line in lines:
                 self._hold(line)
@@ -135,6 +137,24 @@ class EventLog:
             if self._pending:
                 log.error("evidence log %s: %d events could not be written", self.path, len(self._pending))
             self._reopen_later()
+
+
+BASELINE_CODES = frozenset({"chain_changed", "tls_parameters_changed"})
+
+
+def _baseline_line(tc: TargetConfig, r: ProbeResult, finding: Finding) -> bytes:
+    """What changed since the path was last seen: the finding says before and after, the result the rest."""
+    event = {
+        "ts": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "event": finding.code,
+        "target": tc.name,
+        "address": r.record.address,
+        "labels": dict(tc.labels),
+        "message": finding.message,
+        "verdict": str(r.verdict),
+        "result": r.to_dict(),
+    }
+    return (json.dumps(event, separators=(",", ":")) + "\n").encode()
 
 
 def _line(tc: TargetConfig, c: Change) -> bytes:

@@ -115,7 +115,9 @@ class Scheduler:
             self._confirm.discard(tc.name)
             results: Sequence[ProbeResult]
             try:
-                results = self.probe(tc.target, tc.profile, options_for(tc, inspect=confirming))
+                results = self.state.with_baseline(
+                    self.probe(tc.target, tc.profile, options_for(tc, inspect=confirming))
+                )
                 changes = self.state.record(tc, results)
             except Exception as exc:  # the worker died or hung: nothing learnt about the target's addresses
                 log.error("probe of %s failed: %s", tc.name, exc)

@@ -24,6 +24,7 @@ class Series:
     durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     duration_sum: float = 0.0
     entry_id: int = 0  # the probe in the agent's history that produced `result`
+    chain_changed_at: float | None = None  # when the baseline last saw this path's chain change
     rendered: dict[str, bytes] = field(default_factory=dict)  # exposition lines per family, see exposition.py
 
     def render(self, path: PathResult | None, layout: Layout = Layout()) -> None:
@@ -37,9 +38,21 @@ class Series:
         self.probes_by_verdict[v] = self.probes_by_verdict.get(v, 0) + 1
         total = result.record.timings.get("total", 0.0)
         self.duration_sum += total
-        for i, bound in enumerate(BUCKETS):
-            if total <= bound:
-                self.durations[i] += 1
-                break
-        else:
-            self.durations[-1] += 1
+        self.durations[bucket_of(total)] += 1
+
+
+def bucket_of(seconds: float) -> int:
+    """The histogram bucket (BUCKETS, then +Inf) a probe duration falls in."""
+    return next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
+
+
+@dataclass
+class HostDurations:
+    """Every probe of this agent, in one histogram per host (not per target: a footprint choice)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bucket_of(seconds)] += 1
+        self.total += seconds

@@ -5,10 +5,12 @@ Only configured targets have state: a reload that drops a target drops all of it
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from relaywatch.analysis.baseline import Baseline
 from relaywatch.export.exposition import expose
 from relaywatch.export.metrics import host_families, info_families, series_layout, target_families
 from relaywatch.host.model import HostReport
@@ -16,7 +18,7 @@ from relaywatch.model import ProbeResult, Verdict
 from relaywatch.path.model import PathResult
 from relaywatch.run.config import Config, TargetConfig
 from relaywatch.run.history import Entry, History
-from relaywatch.run.series import Series
+from relaywatch.run.series import HostDurations, Series
 
 __all__ = ["AgentState", "Change", "Entry"]
 
@@ -41,6 +43,8 @@ class AgentState:
         self.worker_restarts: Callable[[], int] = lambda: 0  # set by the agent
         self.events_write_failures: Callable[[], int] = lambda: 0  # set by the agent
         self.host: HostReport | None = None
+        self.baseline: Baseline | None = None  # set by the agent (--state.dir)
+        self.durations = HostDurations()
 
     @property
     def recent(self) -> Sequence[Entry]:
@@ -73,6 +77,20 @@ class AgentState:
                 "worker_failures": len(self._worker_failures),
             }
 
+    def with_baseline(self, results: Sequence[ProbeResult]) -> list[ProbeResult]:
+        """Each result with what changed since this path was last seen (trust on first use), as warnings:
+        evidence for the report and the evidence log, never a verdict."""
+        if self.baseline is None:
+            return list(results)
+        out = []
+        for r in results:
+            changes = self.baseline.observe(r)
+            if changes:
+                findings = (*r.analysis.findings, *(c.finding() for c in changes))
+                r = dataclasses.replace(r, analysis=dataclasses.replace(r.analysis, findings=findings))
+            out.append(r)
+        return out
+
     def record(self, tc: TargetConfig, results: Sequence[ProbeResult]) -> list[Change]:
         """Store one round of a target; returns the addresses whose verdict changed (or that are new)."""
         with self._lock:
@@ -81,6 +99,8 @@ class AgentState:
             old = self._series.get(tc.name, {})
             new: dict[str, Series] = {}
             changed = [c for r in results if (c := self._observe(tc, old, new, r)) is not None]
+            for r in results:
+                self.durations.observe(r.record.timings.get("total", 0.0))
             for address in set(old) - set(new):  # vanished from DNS
                 self._since.pop((tc.name, address), None)
                 self.paths.pop((tc.name, address), None)
@@ -102,6 +122,9 @@ class AgentState:
         if change is not None or key not in self._since:
             self._since[key] = r.record.started_at.timestamp()
         s.labels = dict(tc.labels)
+        s.chain_changed_at = (
+            self.baseline.chain_changed_at(r.record.target.raw, address) if self.baseline else None
+        )
         s.observe(r)
         s.render(self.paths.get(key), self.config.layout)
         new[address] = s
@@ -155,10 +178,12 @@ class AgentState:
             rendered = [s.rendered for per in self._series.values() for s in per.values()]
             labels = {t.name: dict(t.labels) for t in config.targets}
             failures = [(t, labels.get(t, {}), n) for t, n in self._worker_failures.items()]
+            durations = (tuple(self.durations.counts), self.durations.total)
         info = info_families(
             ((t.profile.name, t.profile.version) for t in config.targets),
             self.worker_restarts(),
             self.events_write_failures(),
+            durations,
         )
         after = [*target_families(failures, config.layout), *host_families(self.host)]
         return expose(info, series_layout(config.layout), rendered, after)

@@ -45,7 +45,6 @@ class PathResult:
     path: tuple[x509.Certificate, ...] = ()  # leaf first, anchor last
     error: str = ""
     completed_from: tuple[x509.Certificate, ...] = ()  # intermediates the server did not send
-    matched_name: str = ""  # the host, or the profile name the leaf carries
 
 
 def validate(
@@ -127,14 +126,12 @@ def _validate(
 
     sent = {fingerprint(c) for c in chain}
 
-    def result(
-        status: PathStatus, path: list[x509.Certificate], error: str = "", name: str = ""
-    ) -> PathResult:
+    def result(status: PathStatus, path: list[x509.Certificate], error: str = "") -> PathResult:
         completed = tuple(c for c in path[1:-1] if fingerprint(c) not in sent)
-        return PathResult(status, tuple(path), error, completed, name)
+        return PathResult(status, tuple(path), error, completed)
 
     try:  # the common case, one verification: path and the target's own name
-        return result(PathStatus.VALID, attempt(at, _subject(host)), name=host)
+        return result(PathStatus.VALID, attempt(at, _subject(host)))
     except (v.VerificationError, ValueError):
         pass
     try:  # is it the path, or only the name?
@@ -146,7 +143,7 @@ def _validate(
     carried = dns_names(leaf)
     for pattern in allowed_names:
         if any(names_overlap(pattern, n) for n in carried):
-            return result(PathStatus.VALID, path, name=pattern)
+            return result(PathStatus.VALID, path)
     return result(PathStatus.NAME_MISMATCH, path, f"certificate is not for {host}")
 
 

@@ -23,7 +23,6 @@ class Product:
     product: str
     vendor: str
     kind: str
-    smtp: str
     patterns: tuple[re.Pattern[str], ...]
     strip_patterns: tuple[re.Pattern[str], ...]
     processes: tuple[str, ...]
@@ -48,7 +47,6 @@ def products() -> tuple[Product, ...]:
                 product=entry["product"],
                 vendor=entry["vendor"],
                 kind=entry["kind"],
-                smtp=str(entry.get("smtp", "unconfirmed")),
                 patterns=tuple(re.compile(p, re.IGNORECASE) for p in entry.get("patterns") or ()),
                 strip_patterns=tuple(re.compile(p) for p in entry.get("strip_patterns") or ()),
                 processes=tuple(entry.get("processes") or ()),

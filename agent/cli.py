@@ -1,4 +1,4 @@
-"""The `relaywatch` command: check, analyze, demo."""
+"""The `relaywatch` command: check, analyze, run, demo, ct-logs."""
 
 from __future__ import annotations
 
@@ -99,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
         "under systemd, else $XDG_STATE_HOME/relaywatch)",
     )
 
+    ct = sub.add_parser("ct-logs", help="Certificate Transparency log lists")
+    ct_sub = ct.add_subparsers(dest="ct_command", required=True)
+    cv = ct_sub.add_parser(
+        "verify", help="check a downloaded Google v3 log list (all_logs_list.json) against its .sig"
+    )
+    cv.add_argument("file", type=Path, help="the log list, exactly as downloaded")
+    cv.add_argument("signature", type=Path, metavar="SIG", help="its signature (all_logs_list.sig)")
+    cv.add_argument("--key", type=Path, help="PEM public key (default: Google's log-list key, shipped)")
+
     d = sub.add_parser("demo", help="run the loopback lab and show every verdict")
     d.add_argument("--json", action="store_true")
     return p
@@ -107,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"check": _check, "analyze": _analyze, "demo": _demo, "run": _run}[args.command](args)
+        commands = {"check": _check, "analyze": _analyze, "demo": _demo, "run": _run, "ct-logs": _ct_logs}
+        return commands[args.command](args)
     except (UsageError, ProfileError, TargetError, ConfigError) as exc:
         print(f"relaywatch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -218,6 +228,30 @@ def _usable_name(name: str) -> str | None:
         return normalise_host(name.replace("*", "wildcard", 1) if name.startswith("*.") else name)
     except TargetError:
         return None
+
+
+def _ct_logs(args: argparse.Namespace) -> int:
+    """Exit 0: the signature verifies; 1: it does not (do not use the file); 2: unreadable input."""
+    from relaywatch.analysis.ct import CTError, packaged_list_key_path, verify_list_signature
+
+    key_path = args.key or packaged_list_key_path()
+    blobs = []
+    for path in (args.file, args.signature, key_path):
+        try:
+            blobs.append(path.read_bytes())
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror}") from exc
+    try:
+        result = verify_list_signature(*blobs)
+    except CTError as exc:
+        raise UsageError(f"{key_path}: {exc}") from exc
+    key = f"key SPKI SHA-256 {result.key_spki_sha256[:16]}..."
+    if not result.valid:
+        print(f"{args.file}: signature does NOT verify ({key}): do not use this list")
+        return EXIT_FINDING
+    what = f", version {result.version}, {result.timestamp}" if result.version else ""
+    print(f"{args.file}: signature OK ({key}{what})")
+    return EXIT_OK
 
 
 def _parse_time(text: str) -> dt.datetime:

@@ -270,9 +270,8 @@ def test_the_bundled_certificates_are_the_shared_ones() -> None:
 
 
 # The analysis must still say `intercepted` when a forger puts a name no verifier accepts first in the
-# leaf (here a bare "*"): today chain._leaf_subject lets the verifier's ValueError escape, and the probe
-# ends as protocol_error/analysis_failed, below interception. Flip when chain.py is fixed.
-@pytest.mark.xfail(strict=True, reason="chain._leaf_subject: ValueError from build_server_verifier escapes")
+# leaf (here a bare "*"): the verifier's ValueError once escaped and the probe ended as
+# protocol_error/analysis_failed, below interception.
 def test_a_forged_leaf_with_a_bare_wildcard_first_is_still_intercepted(
     pki: LabPKI, lab_profile: TrustProfile
 ) -> None:

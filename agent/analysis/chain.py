@@ -13,7 +13,7 @@ import enum
 import functools
 import ipaddress
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -45,7 +45,6 @@ class PathResult:
     path: tuple[x509.Certificate, ...] = ()  # leaf first, anchor last
     error: str = ""
     completed_from: tuple[x509.Certificate, ...] = ()  # intermediates the server did not send
-    matched_name: str = ""  # the host, or the profile name the leaf carries
 
 
 def validate(
@@ -117,40 +116,76 @@ def _validate(
 ) -> PathResult:
     leaf, presented = chain[0], list(chain[1:])
     intermediates = presented + [c for c in extra_intermediates if c not in presented]
-    own_name = _leaf_subject(leaf, host)
 
-    def attempt(when: dt.datetime, subject: v.DNSName | v.IPAddress) -> list[x509.Certificate]:
+    def attempt(when: dt.datetime, subject: v.Subject) -> list[x509.Certificate]:
         builder = v.PolicyBuilder().store(store).time(when).max_chain_depth(8)
         if permissive:
             builder = builder.extension_policies(ca_policy=_LENIENT_CA, ee_policy=_LENIENT_EE)
-        return builder.build_server_verifier(subject).verify(leaf, intermediates)
+        try:
+            verifier = builder.build_server_verifier(subject)
+        except ValueError as exc:  # the name, not the chain: e.g. "invalid domain name" for a bare "*"
+            raise _NameRejected(str(exc)) from exc
+        return verifier.verify(leaf, intermediates)
 
     sent = {fingerprint(c) for c in chain}
 
-    def result(
-        status: PathStatus, path: list[x509.Certificate], error: str = "", name: str = ""
-    ) -> PathResult:
+    def result(status: PathStatus, path: list[x509.Certificate], error: str = "") -> PathResult:
         completed = tuple(c for c in path[1:-1] if fingerprint(c) not in sent)
-        return PathResult(status, tuple(path), error, completed, name)
+        return PathResult(status, tuple(path), error, completed)
 
     try:  # the common case, one verification: path and the target's own name
-        return result(PathStatus.VALID, attempt(at, _subject(host)), name=host)
+        return result(PathStatus.VALID, attempt(at, _subject(host)))
     except (v.VerificationError, ValueError):
         pass
-    try:  # is it the path, or only the name?
-        path = attempt(at, own_name)
-    except v.VerificationError as exc:
-        if not explain:
-            return PathResult(PathStatus.UNTRUSTED, error=_short(str(exc)))
-        return _why_not(chain, at, own_name, attempt, str(exc))
+    path, own_name, error = _path_by_own_name(leaf, host, at, attempt)
+    if path is None:
+        if not explain or own_name is None:
+            return PathResult(PathStatus.UNTRUSTED, error=_short(error))
+        return _why_not(chain, at, own_name, attempt, error)
     carried = dns_names(leaf)
     for pattern in allowed_names:
         if any(names_overlap(pattern, n) for n in carried):
-            return result(PathStatus.VALID, path, name=pattern)
+            return result(PathStatus.VALID, path)
     return result(PathStatus.NAME_MISMATCH, path, f"certificate is not for {host}")
 
 
-def _why_not(chain, at, own_name, attempt, error: str) -> PathResult:  # type: ignore[no-untyped-def]
+class _NameRejected(ValueError):
+    """The verifier refuses to be built for a name: a property of the name, never of the chain."""
+
+
+_Attempt = Callable[[dt.datetime, v.Subject], list[x509.Certificate]]
+_OWN_NAME_TRIES = 4  # verifications spent on the leaf's own names: bounds a hostile leaf's many SANs
+
+
+def _path_by_own_name(
+    leaf: x509.Certificate, host: str, at: dt.datetime, attempt: _Attempt
+) -> tuple[list[x509.Certificate] | None, v.Subject | None, str]:
+    """Is it the path, or only the name? Asked with a name the leaf itself carries, so that the answer is
+    about the path. Names no verifier accepts (an attacker's choice: a bare "*", an underscore, an empty
+    label) are skipped without a verification; a name the verifier reads differently from us is retried
+    with the next, a few times at most. (path or None, the name that was asked with, the last error)."""
+    error, tries = "no name in the leaf that a verifier accepts", 0
+    for subject in (*_leaf_subjects(leaf), _host_subject(host)):
+        if subject is None:
+            continue
+        try:
+            return attempt(at, subject), subject, ""
+        except _NameRejected as exc:
+            error = f"the verifier rejects a name of the leaf: {exc}"
+            continue
+        except v.VerificationError as exc:
+            error, tries = str(exc), tries + 1
+            if "subjectAltName" in error and tries < _OWN_NAME_TRIES:
+                continue  # only the name did not match: ask again with another
+            return None, subject, error
+        except ValueError as exc:  # the verifier could not read the leaf (its names, most likely)
+            return None, None, f"the verifier cannot read the leaf: {exc}"
+    return None, None, error
+
+
+def _why_not(
+    chain: Sequence[x509.Certificate], at: dt.datetime, own_name: v.Subject, attempt: _Attempt, error: str
+) -> PathResult:
     """The path failed now. If it holds at the moment nearest to now at which every presented certificate
     is valid, time is the only problem: an expired leaf, or an expired intermediate."""
     leaf = chain[0]
@@ -164,7 +199,7 @@ def _why_not(chain, at, own_name, attempt, error: str) -> PathResult:  # type: i
         return PathResult(PathStatus.UNTRUSTED, error=_short(error))
     try:
         path = tuple(attempt(nearest, own_name))
-    except v.VerificationError:
+    except (v.VerificationError, ValueError):
         return PathResult(PathStatus.UNTRUSTED, error=_short(error))
     if at > leaf.not_valid_after_utc:
         return PathResult(
@@ -197,21 +232,36 @@ def names_overlap(a: str, b: str) -> bool:
     return False
 
 
-def _subject(host: str) -> v.DNSName | v.IPAddress:
+def _subject(host: str) -> v.Subject:
     try:
-        return v.IPAddress(ipaddress.ip_address(host))
+        return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
-        return v.DNSName(host)
+        return x509.DNSName(host)
 
 
-def _leaf_subject(leaf: x509.Certificate, host: str) -> v.DNSName | v.IPAddress:
-    """A name the leaf itself carries, so that the first question is about the path, not the name."""
-    for name in dns_names(leaf):
+def _leaf_subjects(leaf: x509.Certificate) -> tuple[v.Subject, ...]:
+    """Names the leaf carries, as the verifier is asked for them: a wildcard by a name it covers; a DNS name
+    that looks like an address stays a DNS name (it never matches an IP SAN)."""
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ()
+    out: list[v.Subject] = []
+    for name in san.get_values_for_type(x509.DNSName):
         try:
-            return v.DNSName("relaywatch-probe" + name[1:]) if name.startswith("*.") else _subject(name)
-        except ValueError:  # a name no verifier accepts (an attacker's choice): try the next
+            out.append(x509.DNSName("relaywatch-probe" + name[1:] if name.startswith("*.") else name))
+        except ValueError:  # not an A-label string: no verifier would match it
             continue
-    return _subject(host)
+    for ip in san.get_values_for_type(x509.IPAddress):
+        out.append(x509.IPAddress(ip))
+    return tuple(out)
+
+
+def _host_subject(host: str) -> v.Subject | None:
+    try:
+        return _subject(host)
+    except ValueError:
+        return None
 
 
 def _short(error: str) -> str:

@@ -231,3 +231,44 @@ def _verify(
     except InvalidSignature:
         return False, "signature does not verify over this certificate"
     return True, ""
+
+
+# ---- refreshing the list safely: Google signs each published log list
+
+
+def packaged_list_key_path() -> Path:
+    """Google's log-list signing key (RSA-4096, SPKI SHA-256 f1d8b68e...): see agent/data/ct/PROVENANCE.md."""
+    return Path(str(resources.files("relaywatch") / "data" / "ct" / "google_log_list_pubkey.pem"))
+
+
+@dataclass(frozen=True, slots=True)
+class ListSignature:
+    valid: bool
+    key_spki_sha256: str
+    version: str = ""  # from the list, when it is JSON with one
+    timestamp: str = ""
+
+
+def verify_list_signature(body: bytes, signature: bytes, key_pem: bytes) -> ListSignature:
+    """RSA PKCS#1 v1.5 with SHA-256 over the file's bytes, as Google signs all_logs_list.json and
+    `openssl pkeyutl -verify` checks it. A key that is not an RSA public key raises CTError."""
+    try:
+        key = serialization.load_pem_public_key(key_pem)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CTError(f"not a PEM public key ({exc})") from exc
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise CTError("the log-list signing key must be an RSA public key")
+    spki = hashlib.sha256(
+        key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+    try:
+        key.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return ListSignature(False, spki)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return ListSignature(True, spki)
+    return ListSignature(True, spki, str(doc.get("version", "")), str(doc.get("log_list_timestamp", "")))

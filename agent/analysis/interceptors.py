@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from importlib import resources
 
 import yaml
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 from relaywatch.analysis.certs import common_name, rfc4514, spki_sha256
 from relaywatch.analysis.membership import signed_by
 
@@ -18,13 +20,42 @@ def _none(_cert: x509.Certificate) -> bool:
     return False
 
 
+# The name attributes a rule may name, by the key interceptors.yml uses for them.
+ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
+    "CN": NameOID.COMMON_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "emailAddress": NameOID.EMAIL_ADDRESS,
+    "C": NameOID.COUNTRY_NAME,
+    "ST": NameOID.STATE_OR_PROVINCE_NAME,
+    "L": NameOID.LOCALITY_NAME,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NameRule:
+    """Every part must hold: some value of that attribute (read by OID from the parsed name, never from its
+    RFC 4514 text, which a CN containing ",O=..." could fake) contains the pattern, case-insensitively."""
+
+    parts: tuple[tuple[str, re.Pattern[str]], ...]
+
+    def matches(self, name: x509.Name) -> bool:
+        return all(
+            any(pattern.search(_text(a.value)) for a in name.get_attributes_for_oid(ATTRIBUTES[key]))
+            for key, pattern in self.parts
+        )
+
+    def __str__(self) -> str:
+        return " and ".join(f"{key} ~ {pattern.pattern!r}" for key, pattern in self.parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Product:
     product: str
     vendor: str
     kind: str
-    smtp: str
-    patterns: tuple[re.Pattern[str], ...]
+    names: tuple[NameRule, ...]  # any one names the product
+    spki_sha256: frozenset[str]  # keys of CAs that are the same everywhere (public vendor roots)
     strip_patterns: tuple[re.Pattern[str], ...]
     processes: tuple[str, ...]
 
@@ -38,23 +69,97 @@ class Match:
     ca_cn: str = ""
 
 
-@functools.cache
-def products() -> tuple[Product, ...]:
-    text = (resources.files("relaywatch") / "data" / "interceptors.yml").read_text(encoding="utf-8")
+class CatalogueError(ValueError):
+    """interceptors.yml is malformed: a packaging error, found when it is loaded."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Catalogue:
+    """The one matcher for product names: CA names and keys in a presented chain, CAs in the host's trust
+    stores, process names. Order is the data file's: the first product that matches wins."""
+
+    products: tuple[Product, ...]
+
+    def by_name(self, name: x509.Name) -> tuple[Product, NameRule] | None:
+        for product in self.products:
+            for rule in product.names:
+                if rule.matches(name):
+                    return product, rule
+        return None
+
+    def by_key(self, cert: x509.Certificate) -> Product | None:
+        spki = spki_sha256(cert)
+        return next((p for p in self.products if spki in p.spki_sha256), None)
+
+    def ca(self, name: x509.Name, cert: x509.Certificate | None) -> tuple[Product, str] | None:
+        """A CA by its key when it was presented (names can be chosen, a key cannot), else by its name."""
+        if cert is not None:
+            product = self.by_key(cert)
+            if product is not None:
+                return product, f"CA key (SPKI SHA-256 {spki_sha256(cert)})"
+        named = self.by_name(name)
+        return (named[0], str(named[1])) if named else None
+
+    def certificate(self, cert: x509.Certificate) -> Product | None:
+        """A CA certificate in a trust store: by key, by subject, or by the CA that issued it."""
+        found = self.ca(cert.subject, cert) or self.ca(cert.issuer, None)
+        return found[0] if found else None
+
+    def process(self, *names: str) -> Product | None:
+        """A process by its name or executable, with or without its directory and extension."""
+        candidates = set()
+        for n in names:
+            if n:
+                base = os.path.basename(n.replace("\\", "/"))
+                candidates |= {n.lower(), base.lower(), os.path.splitext(base)[0].lower()}
+        for product in self.products:
+            if any(proc.lower() in candidates for proc in product.processes):
+                return product
+        return None
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def parse_catalogue(text: str) -> Catalogue:
+    """interceptors.yml -> Catalogue; a malformed entry fails here, at load, not at the first interception."""
+    doc = yaml.safe_load(text)
     out = []
-    for entry in yaml.safe_load(text)["products"]:
+    for entry in doc["products"]:
+        where = f"product {entry.get('product')!r}"
+        rules = []
+        for rule in entry.get("names") or ():
+            if not isinstance(rule, dict) or not rule or not set(rule) <= set(ATTRIBUTES):
+                raise CatalogueError(
+                    f"{where}: a name rule maps {', '.join(ATTRIBUTES)} to patterns: {rule!r}"
+                )
+            rules.append(NameRule(tuple((k, re.compile(str(v), re.IGNORECASE)) for k, v in rule.items())))
+        spki = [str(h).lower() for h in entry.get("spki_sha256") or ()]
+        if not all(re.fullmatch(r"[0-9a-f]{64}", h) for h in spki):
+            raise CatalogueError(f"{where}: spki_sha256 entries are SHA-256 hex digests")
         out.append(
             Product(
                 product=entry["product"],
                 vendor=entry["vendor"],
                 kind=entry["kind"],
-                smtp=str(entry.get("smtp", "unconfirmed")),
-                patterns=tuple(re.compile(p, re.IGNORECASE) for p in entry.get("patterns") or ()),
+                names=tuple(rules),
+                spki_sha256=frozenset(spki),
                 strip_patterns=tuple(re.compile(p) for p in entry.get("strip_patterns") or ()),
                 processes=tuple(entry.get("processes") or ()),
             )
         )
-    return tuple(out)
+    return Catalogue(tuple(out))
+
+
+@functools.cache
+def catalogue() -> Catalogue:
+    text = (resources.files("relaywatch") / "data" / "interceptors.yml").read_text(encoding="utf-8")
+    return parse_catalogue(text)
+
+
+def products() -> tuple[Product, ...]:
+    return catalogue().products
 
 
 def identify(
@@ -79,11 +184,10 @@ def _identify(
     candidates: list[tuple[x509.Name, x509.Certificate | None]] = [(leaf.issuer, _issuer_cert(leaf, upper))]
     for cert in upper:
         candidates += [(cert.subject, cert), (cert.issuer, _issuer_cert(cert, upper))]
-    for product in products():
-        for name, named in candidates:
-            for pattern in product.patterns:
-                if pattern.search(rfc4514(name)):
-                    return Match(product, named, rfc4514(name), pattern.pattern, common_name(name))
+    for name, named in candidates:
+        found = catalogue().ca(name, named)
+        if found is not None:
+            return Match(found[0], named, rfc4514(name), found[1], common_name(name))
     ca = _issuer_cert(leaf, upper) or (leaf if leaf.issuer == leaf.subject else None)
     name = ca.subject if ca is not None else leaf.issuer
     return Match(

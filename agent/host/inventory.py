@@ -12,7 +12,7 @@ import warnings
 import certifi
 from cryptography import x509
 from relaywatch.analysis.certs import common_name, spki_sha256
-from relaywatch.analysis.interceptors import products
+from relaywatch.analysis.interceptors import catalogue
 from relaywatch.analysis.truststore import host_store
 from relaywatch.host.model import HostReport, StoreCA
 
@@ -58,11 +58,9 @@ def _platform_stores() -> list[tuple[str, list[x509.Certificate]]]:
 
 
 def _product(cert: x509.Certificate) -> str | None:
-    texts = (cert.subject.rfc4514_string(), cert.issuer.rfc4514_string())
-    for p in products():
-        if any(pattern.search(t) for pattern in p.patterns for t in texts):
-            return p.product
-    return None
+    """The same matcher as for a presented chain: by key, by subject, or by the CA that issued it."""
+    product = catalogue().certificate(cert)
+    return product.product if product else None
 
 
 def inventory() -> HostReport:

@@ -8,20 +8,13 @@ import socket
 
 import psutil
 from relaywatch.addresses import socket_family
-from relaywatch.analysis.interceptors import products
+from relaywatch.analysis.interceptors import catalogue
 from relaywatch.host.model import LocalProcess
 
 
 def _product_of(name: str, exe: str) -> str | None:
-    candidates = {
-        name.lower(),
-        os.path.basename(exe).lower(),
-        os.path.splitext(os.path.basename(exe))[0].lower(),
-    }
-    for p in products():
-        if any(proc.lower() in candidates for proc in p.processes):
-            return p.product
-    return None
+    product = catalogue().process(name, exe)
+    return product.product if product else None
 
 
 def _describe(proc: psutil.Process) -> LocalProcess:

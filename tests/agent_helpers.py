@@ -91,11 +91,13 @@ def service(argv: list[str], url: str, timeout: float = 30) -> Iterator[subproce
         stop(proc, argv[0])
 
 
-def lab_config(tmp: Path, lab: Lab, interval: str = "2s", extra: str = "") -> Path:
+def lab_config(tmp: Path, lab: Lab, interval: str = "2s", extra: str = "", detail: bool = True) -> Path:
+    """Every lab scenario as a target; detail metrics on unless asked (tests that read every family)."""
     lines = [
         f"interval: {interval}",
         "timeout: 3s",
         f"profile: {lab.directory}/lab-profile.yml",
+        f"metrics: {{detail: {str(detail).lower()}}}",
         extra,
         "targets:",
     ]

@@ -57,8 +57,25 @@ def test_real_prometheus_sees_interception(lab: Lab, tmp_path: Path) -> None:
     assert found["mail-shield"] == "1" and found["relay"] == "0"
 
 
+DETAIL_ONLY = (
+    "relaywatch_tls_cipher_info",
+    "relaywatch_probe_duration_seconds",
+    "relaywatch_probes",
+    "relaywatch_probe_total_duration_seconds",
+    "relaywatch_leaf_valid_sct_operators",
+)
+
+
+def test_default_metrics_leave_the_detail_families_out(lab: Lab, tmp_path: Path) -> None:
+    with run_agent(lab_config(tmp_path, lab, detail=False)) as agent:
+        wait_for(lambda: all_probed(agent, lab), 60)
+        fams = families(agent.metrics())
+    assert not set(DETAIL_ONLY) & set(fams)
+    assert {"relaywatch_verdict", "relaywatch_host_probe_duration_seconds"} <= set(fams)
+
+
 def test_metrics_contract_and_promtool(lab: Lab, tmp_path: Path) -> None:
-    with run_agent(lab_config(tmp_path, lab)) as agent:
+    with run_agent(lab_config(tmp_path, lab)) as agent:  # detail: every family
         wait_for(lambda: all_probed(agent, lab), 60)
         text = agent.metrics()
     promtool = subprocess.run(
@@ -239,7 +256,7 @@ def test_web_config_client_certificates(lab: Lab, tmp_path: Path) -> None:
 
 
 def _probes(agent: Agent) -> float:
-    return total(agent.metrics(), "relaywatch_probes_total")
+    return total(agent.metrics(), "relaywatch_host_probe_duration_seconds_count")
 
 
 def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Path) -> None:

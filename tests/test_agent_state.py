@@ -33,7 +33,11 @@ def test_series_per_target_are_fixed_whatever_the_chain(
     pki: LabPKI, lab_dir: Path, lab_profile: TrustProfile
 ) -> None:
     """A 60-certificate chain with huge names yields the same number of series as a 2-certificate one."""
-    cfg = parse_config(f"profile: {lab_dir}/lab-profile.yml\ntargets: [smtp://127.0.0.1:1]\n", "t", lab_dir)
+    cfg = parse_config(
+        f"profile: {lab_dir}/lab-profile.yml\nmetrics: {{detail: true}}\ntargets: [smtp://127.0.0.1:1]\n",
+        "t",
+        lab_dir,
+    )
     tc = cfg.targets[0]
 
     def count(chain_ctx: ssl.SSLContext) -> tuple[int, str]:

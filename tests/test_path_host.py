@@ -228,7 +228,7 @@ def agent_metrics(net: Net, lab_dir: Path, tmp_path: Path, prefix: tuple[str, ..
     cfg = tmp_path / "agent.yml"
     cfg.write_text(
         f"interval: 30s\ntimeout: 5s\nprofile: {lab_dir}/lab-profile.yml\npath: {{timeout: 1s}}\n"
-        f"targets: [smtp://{RELAY_V4}:25]\n"
+        f"metrics: {{detail: true}}\ntargets: [smtp://{RELAY_V4}:25]\n"
     )
     net.start(
         net.client,

@@ -141,7 +141,11 @@ def _gateway(
 
 def _dane_findings(ev: GatewayDNS, result: DaneResult, record: ProbeRecord) -> list[Finding]:
     out = [
-        Finding("dns_lookup_failed", WARN, f"{a.name} {a.rdtype}: {a.status}: {a.message}")
+        Finding(
+            "tlsa_malformed" if a.rdtype == "TLSA" and a.status == "malformed" else "dns_lookup_failed",
+            WARN,
+            f"{a.name} {a.rdtype}: {a.status}: {a.message}",
+        )
         for a in (ev.addresses, ev.tlsa)
         if a is not None and a.status in ("timeout", "error", "malformed")
     ]

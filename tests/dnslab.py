@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +98,7 @@ def _kdig(name: str, rdtype: str, where: tuple[str, int]) -> str:
 
 
 @contextmanager
-def running_dns_lab(d: Path, zones: dict[str, Sequence[str]]) -> Iterator[DNSLab]:
+def running_dns_lab(d: Path, zones: Mapping[str, Sequence[str]]) -> Iterator[DNSLab]:
     """zones: origin -> records (relative names). lab.test gets the bogus delegation added."""
     d.mkdir(parents=True, exist_ok=True)
     for origin in (*SIGNED, *UNSIGNED):

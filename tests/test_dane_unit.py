@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import pytest
@@ -108,7 +109,10 @@ def test_random_records_never_match_a_fresh_key(
     assert dane.unusable(record) or len(data) in (32, 64) or matching == 0
 
 
-POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mail.contoso.com\r\nmx: *.mail.protection.outlook.com\r\nmax_age: 604800\r\n"
+POLICY = (
+    "version: STSv1\r\nmode: enforce\r\nmx: mail.contoso.com\r\nmx: *.mail.protection.outlook.com\r\n"
+    "max_age: 604800\r\n"
+)
 
 
 def test_policy_by_the_rfc() -> None:
@@ -141,10 +145,8 @@ def test_policy_games_are_invalid(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=400))
 def test_any_policy_text_parses_or_is_invalid(text: str) -> None:
-    try:
+    with contextlib.suppress(mta_sts.PolicyError):
         mta_sts.parse_policy(text)
-    except mta_sts.PolicyError:
-        pass
 
 
 def test_txt_of_64_kib_is_invalid() -> None:

@@ -17,6 +17,7 @@ from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError
 from relaywatch.export.report import render, safe
 from relaywatch.model import ProbeRecord, ProbeResult, StartTLS, StartTLSState, TLSSession, Verdict
+from relaywatch.probe.dnsconfig import DNSConfig, DNSSECMode, parse_resolver
 from relaywatch.probe.limits import Limits
 from relaywatch.probe.options import ProbeOptions
 from relaywatch.run.config import ConfigError
@@ -58,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--first-address", action="store_true", help="probe only the first address of each host")
     c.add_argument("--transcript", action="store_true", help="show the protocol transcript")
+    c.add_argument(
+        "--dns.resolver",
+        dest="dns_resolver",
+        help="validating resolver for gateway targets (port 25, mx:), ADDRESS[:PORT]; must be trusted and "
+        "local: only its AD bit counts as DNSSEC (default: the system resolver)",
+    )
+    c.add_argument("--dnssec", choices=[str(m) for m in DNSSECMode], default="auto", help="default auto")
     c.add_argument(
         "--path",
         action="store_true",
@@ -160,11 +168,21 @@ def _check(args: argparse.Namespace) -> int:
         address_family=args.address_family,
         first_address=args.first_address,
         inspect_local_peer=True,
+        dns=_dns_config(args),
     )
     if args.ehlo_name and not all(ch.isalnum() or ch in "-.[]:" for ch in args.ehlo_name):
         raise UsageError(f"--ehlo-name {args.ehlo_name!r} is not a host name or address literal")
     results = check_all([(t, profile) for t in targets], options)
     return _emit(with_evidence(results, path=args.path), args.json, args.transcript)
+
+
+def _dns_config(args: argparse.Namespace) -> DNSConfig:
+    if args.dns_resolver is not None:
+        try:
+            parse_resolver(args.dns_resolver)
+        except ValueError as exc:
+            raise UsageError(f"--dns.resolver: {exc}") from None
+    return DNSConfig(args.dns_resolver, DNSSECMode(args.dnssec))
 
 
 def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:

@@ -158,6 +158,46 @@ class ProbeFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class DNSAnswer:
+    """One lookup through the configured resolver, as it answered (attacker-controlled: counts and sizes are
+    capped in probe/dns.py). status: ok, nxdomain (no such name), bogus (validation failed: SERVFAIL that
+    checking-disabled answers), timeout, error, malformed (a message or rdata that does not parse)."""
+
+    name: str
+    rdtype: str
+    status: str
+    secure: bool  # the AD bit: the resolver validated the answer (or the denial)
+    records: tuple[str, ...] = ()  # rdata in presentation form
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFetch:
+    """The MTA-STS policy as fetched over HTTPS. status: fetched, untrusted (the certificate did not
+    validate: interception or a misconfigured policy host), failed, timeout, too_large, skipped."""
+
+    url: str
+    status: str
+    text: str = ""  # the body, at most 64 KiB
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayDNS:
+    """What DNS said about a gateway host (port 25): its addresses, its TLSA records and, for mx:
+    targets, the domain's MX and MTA-STS evidence. Raw evidence; analysis/dane.py and mta_sts.py judge."""
+
+    host: str  # the MX host: the TLSA base name and the name its certificate must carry
+    addresses: DNSAnswer | None  # None: from RELAYWATCH_HOSTS_FILE, never secure
+    tlsa: DNSAnswer | None = None  # None: not looked up (addresses insecure, or DNSSEC off)
+    domain: str = ""  # mx: targets
+    mx: DNSAnswer | None = None
+    mta_sts_txt: DNSAnswer | None = None
+    policy: PolicyFetch | None = None
+    note: str = ""  # why a lookup did not happen
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeRecord:
     """What the network showed, before any judgement."""
 
@@ -170,6 +210,7 @@ class ProbeRecord:
     tls: TLSSession | None
     failure: ProbeFailure | None
     local_peer: LocalProcess | None = None  # the session ended at a process on this host
+    dns: GatewayDNS | None = None  # gateway hosts (port 25): DNS, DNSSEC, TLSA and MTA-STS evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +284,46 @@ class CTReport:
         return tuple(s for s in self.scts if s.valid)
 
 
+class DaneStatus(enum.StrEnum):
+    """The DANE state of a gateway address (relaywatch_dane_status): one place for the set."""
+
+    VERIFIED = "verified"  # a secure TLSA record matches the presented chain
+    MISMATCH = "mismatch"  # secure, usable TLSA records, none matches: interception
+    BOGUS = "bogus"  # DNSSEC validation failed for the addresses or the TLSA records
+    UNAVAILABLE = "unavailable"  # insecure, no records, none usable, or no lookup possible
+
+
+@dataclass(frozen=True, slots=True)
+class TLSAResult:
+    usage: int
+    selector: int
+    matching: int
+    data: str  # hex, lower case
+    matched_position: int | None = None  # the chain position it matched; None: none
+    usable: bool = True  # usages 0/1, unknown selectors or matching types, wrong digest lengths: False
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DaneResult:
+    status: DaneStatus
+    records: tuple[TLSAResult, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MtaStsResult:
+    """The domain's MTA-STS policy as parsed (RFC 8461) and this MX host judged against it."""
+
+    domain: str
+    mode: str  # enforce, testing, none; "" when there is no valid policy
+    id: str  # the TXT record's id
+    mx: tuple[str, ...] = ()
+    max_age: int | None = None
+    matched: bool | None = None  # the MX host matches one of the policy's mx patterns; None: no policy
+    reason: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Analysis:
     profile: str
@@ -255,6 +336,8 @@ class Analysis:
     trusted_locally: bool | None
     interceptor: Interceptor | None
     ct: CTReport | None = None  # the leaf's embedded SCTs as verified; None: no SCT list (or no leaf)
+    dane: DaneResult | None = None  # gateway hosts: TLSA records matched against the chain
+    mta_sts: MtaStsResult | None = None  # mx: targets: the domain's MTA-STS policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +387,9 @@ class ProbeResult:
             "trusted_locally": a.trusted_locally,
             "interceptor": _builtins(a.interceptor),
             "ct": _builtins(a.ct),
+            "dane": _builtins(a.dane),
+            "mta_sts": _builtins(a.mta_sts),
+            "dns": _builtins(r.dns),
             "profile": {"name": a.profile, "version": a.profile_version},
             "analysed_at": _iso(a.at),
             "failure": _builtins(r.failure),
@@ -343,6 +429,7 @@ class ProbeResult:
                 tls,
                 convert(d["failure"], ProbeFailure | None),
                 convert(d["local_peer"], LocalProcess | None),
+                convert(d.get("dns"), GatewayDNS | None),
             )
             analysis = Analysis(
                 d["profile"]["name"],
@@ -355,6 +442,8 @@ class ProbeResult:
                 d["trusted_locally"],
                 convert(d["interceptor"], Interceptor | None),
                 convert(d.get("ct"), CTReport | None),
+                convert(d.get("dane"), DaneResult | None),
+                convert(d.get("mta_sts"), MtaStsResult | None),
             )
             return ProbeResult(
                 record,

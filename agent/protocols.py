@@ -84,7 +84,10 @@ SCHEMES: tuple[Scheme, ...] = (
     Scheme("pop3", POP3, True, 110, (110,)),
     Scheme("pop3s", POP3, False, 995, (995,)),
     Scheme("tls", None, False, 443),
+    # `mx:domain`: the domain's MX hosts (RFC 5321 §5.1), each on port 25 with STARTTLS, DANE and MTA-STS
+    Scheme("mx", SMTP, True, 25),
 )
+MX_SCHEME = "mx"
 BY_NAME: dict[str, Scheme] = {s.name: s for s in SCHEMES}
 BY_PORT: dict[int, Scheme] = {p: s for s in SCHEMES for p in s.ports}
 DEFAULT_SCHEME = BY_NAME["smtp"]  # a bare host: client submission to Microsoft 365 (587, STARTTLS)
@@ -97,10 +100,11 @@ def protocol_named(name: str) -> Protocol:
 
 def help_text() -> str:
     """The CLI's description of what a target may be."""
-    schemes = ", ".join(f"{s.name}://" for s in SCHEMES)
+    schemes = ", ".join(f"{s.name}://" for s in SCHEMES if s.name != MX_SCHEME)
     ports = ", ".join(f"{p} {s.name}" for p, s in sorted(BY_PORT.items()))
     return (
         f"host[:port] or a URL {schemes} (default port per scheme); without a scheme the port decides "
         f"({ports}; other ports: {FALLBACK_SCHEME.name}); no port: {DEFAULT_SCHEME.name} "
-        f"{DEFAULT_SCHEME.default_port}"
+        f"{DEFAULT_SCHEME.default_port}; {MX_SCHEME}:DOMAIN probes the domain's MX hosts on port 25 "
+        "(DANE, MTA-STS)"
     )

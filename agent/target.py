@@ -68,6 +68,8 @@ def parse_target(text: str) -> Target:
     if len(raw) > MAX_TARGET:
         raise TargetError(f"target longer than {MAX_TARGET} characters")
     shown = repr(raw) if len(raw) <= 80 else repr(raw[:77] + "...")
+    if raw[:3].lower() == f"{protocols.MX_SCHEME}:" and not raw[3:].startswith("//"):
+        return _mx_target(raw, shown)
     scheme, authority = _split_scheme(raw, shown)
     host, port_text = _split_authority(authority, shown, bracket_required=scheme is not None)
     port = _port(port_text, shown) if port_text is not None else None
@@ -76,6 +78,18 @@ def parse_target(text: str) -> Target:
     else:
         spec = protocols.BY_NAME[scheme]
     return Target(raw=raw, scheme=spec.name, host=normalise_host(host, shown), port=port or spec.default_port)
+
+
+def _mx_target(raw: str, shown: str) -> Target:
+    """`mx:domain`: a mail domain, never an address or a port (its MX hosts say where, on port 25)."""
+    domain = raw[3:]
+    if not domain or _FORBIDDEN.search(domain) or ":" in domain or "[" in domain:
+        raise TargetError(f"{shown}: mx: takes a mail domain, nothing more (mx:contoso.com)")
+    host = normalise_host(domain, shown)
+    if _ip(host) is not None:
+        raise TargetError(f"{shown}: mx: takes a mail domain, not an address")
+    spec = protocols.BY_NAME[protocols.MX_SCHEME]
+    return Target(raw=raw, scheme=spec.name, host=host, port=spec.default_port)
 
 
 def _split_scheme(raw: str, shown: str) -> tuple[str | None, str]:
@@ -171,6 +185,8 @@ class AllowPattern:
     def matches(self, target: Target) -> bool:
         if self.scheme is not None and target.scheme != self.scheme:
             return False
+        if target.scheme == protocols.MX_SCHEME and self.scheme != protocols.MX_SCHEME:
+            return False  # an mx: target probes whatever hosts DNS names: only an mx: pattern admits it
         if self.default_port and target.port != target.spec.default_port:
             return False
         if self.port is not None and target.port != self.port:
@@ -193,6 +209,8 @@ def parse_allow_pattern(text: str) -> AllowPattern:
     raw = text.strip()
     scheme: str | None = None
     rest = raw
+    if raw[:3].lower() == f"{protocols.MX_SCHEME}:" and not raw[3:].startswith("//"):
+        raw = f"{protocols.MX_SCHEME}://{raw[3:]}"  # mx:*.contoso.com, the domain pattern
     if "://" in raw:
         scheme, _, rest = raw.partition("://")
         scheme = scheme.lower()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from relaywatch.analysis import certs as certinfo
+from relaywatch.analysis import dane as dane_match
+from relaywatch.analysis import mta_sts as sts
 from relaywatch.analysis.chain import PathResult, PathStatus, validate
 from relaywatch.analysis.ct import check_leaf
 from relaywatch.analysis.interceptors import Match, ca_spki, identify, identify_stripper, products
@@ -26,8 +28,13 @@ from relaywatch.analysis.truststore import HostStore, host_store
 from relaywatch.model import (
     Analysis,
     CTReport,
+    DaneResult,
+    DaneStatus,
+    DNSAnswer,
     Finding,
+    GatewayDNS,
     Interceptor,
+    MtaStsResult,
     ProbeRecord,
     Severity,
     StartTLSState,
@@ -85,6 +92,10 @@ def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: 
         interceptor = stripper
     more, interceptor = _local_peer(record, interceptor)
     findings += more
+    dane, mta_sts, more = _gateway(record, chain, profile, at)
+    findings += more
+    if dane is not None and dane.status is DaneStatus.VERIFIED:
+        findings, interceptor = _dane_overrules(findings), None
     infos = tuple(
         certinfo.describe(c, i, certinfo.fingerprint(c) in judged.expected or profile.is_known(c))
         for i, c in enumerate(chain)
@@ -104,7 +115,198 @@ def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: 
         judged.trusted_locally,
         interceptor,
         judged.ct,
+        dane,
+        mta_sts,
     )
+
+
+# --------------------------------------------------------------------------- gateway hosts: DANE, MTA-STS
+
+
+def _gateway(
+    record: ProbeRecord, chain: Sequence[x509.Certificate], profile: TrustProfile, at: dt.datetime
+) -> tuple[DaneResult | None, MtaStsResult | None, list[Finding]]:
+    """DANE (RFC 7672) and MTA-STS (RFC 8461): evidence that needs no trust profile."""
+    ev = record.dns
+    if ev is None:
+        return None, None, []
+    result = dane_match.judge(ev, chain)
+    findings = _dane_findings(ev, result, record)
+    mta: MtaStsResult | None = None
+    if ev.domain:
+        mta, more = _mta_sts(ev, chain, profile, at)
+        findings += more
+    return result, mta, findings
+
+
+def _dane_findings(ev: GatewayDNS, result: DaneResult, record: ProbeRecord) -> list[Finding]:
+    out = [
+        Finding(
+            "tlsa_malformed" if a.rdtype == "TLSA" and a.status == "malformed" else "dns_lookup_failed",
+            WARN,
+            f"{a.name} {a.rdtype}: {a.status}: {a.message}",
+        )
+        for a in (ev.addresses, ev.tlsa)
+        if a is not None and a.status in ("timeout", "error", "malformed")
+    ]
+    out += [
+        Finding("tlsa_unusable", WARN, f"TLSA {r.usage} {r.selector} {r.matching}: {r.note}")
+        for r in result.records
+        if not r.usable
+    ]
+    if result.status is DaneStatus.VERIFIED:
+        hit = next(r for r in result.records if r.matched_position is not None)
+        kind = "DANE-EE" if hit.usage == dane_match.DANE_EE else "DANE-TA"
+        out.append(
+            Finding(
+                "dane_verified",
+                INFO,
+                f"TLSA {hit.usage} {hit.selector} {hit.matching} ({kind}, DNSSEC-signed) matches certificate "
+                f"{hit.matched_position}: the relay's own key, whatever any CA says",
+            )
+        )
+    elif result.status is DaneStatus.MISMATCH:
+        out.append(
+            Finding(
+                "dane_mismatch",
+                CRIT,
+                f"the DNSSEC-signed TLSA records of {ev.host} match no certificate of the chain "
+                f"({result.reason}): the session is re-signed on the way, whatever the trust profile says",
+                Verdict.INTERCEPTED,
+            )
+        )
+    elif result.status is DaneStatus.BOGUS:
+        out.append(
+            Finding(
+                "dnssec_bogus",
+                CRIT,
+                f"DNSSEC validation failed ({result.reason}): the DNS answers were forged or the zone is "
+                "broken; a DANE-aware sender defers mail to this host",
+            )
+        )
+    else:
+        out.append(Finding("dane_unavailable", INFO, f"no DANE for {ev.host}: {result.reason}"))
+    out += _dane_starttls(ev, result, record)
+    return out
+
+
+def _dane_starttls(ev: GatewayDNS, result: DaneResult, record: ProbeRecord) -> list[Finding]:
+    """Secure, usable TLSA records make STARTTLS mandatory (RFC 7672 §2.2)."""
+    out: list[Finding] = []
+    secure = ev.tlsa is not None and ev.tlsa.secure and any(r.usable for r in result.records)
+    state = record.starttls.state
+    if secure and state in (StartTLSState.MISSING, StartTLSState.MASKED, StartTLSState.REJECTED):
+        out.append(
+            Finding(
+                "dane_starttls_missing",
+                CRIT,
+                f"{ev.host} publishes DNSSEC-signed TLSA records, so STARTTLS is mandatory, yet it is "
+                f"{state} here: something on the path strips it",
+                Verdict.STARTTLS_STRIPPED,
+            )
+        )
+    if ev.addresses is not None and not ev.addresses.secure and not _failed(ev.addresses):
+        out.append(_insecure(ev.addresses))
+    return out
+
+
+def _failed(a: DNSAnswer) -> bool:
+    return a.status in ("bogus", "timeout", "error", "malformed")
+
+
+def _insecure(a: DNSAnswer) -> Finding:
+    return Finding(
+        "dnssec_insecure", INFO, f"{a.name} {a.rdtype}: the answer is not DNSSEC-secure (no AD bit)"
+    )
+
+
+def _dane_overrules(findings: list[Finding]) -> list[Finding]:
+    """A DANE match on the operator's key is not interception: the profile's view stays, as a warning."""
+    return [
+        dataclasses.replace(
+            f,
+            severity=WARN,
+            verdict=None,
+            message=f"{f.message}; but DANE verifies this chain (the operator's own key): not interception",
+        )
+        if f.verdict is Verdict.INTERCEPTED
+        else f
+        for f in findings
+    ]
+
+
+def _mta_sts(
+    ev: GatewayDNS, chain: Sequence[x509.Certificate], profile: TrustProfile, at: dt.datetime
+) -> tuple[MtaStsResult, list[Finding]]:
+    txt, fetched = ev.mta_sts_txt, ev.policy
+    if txt is None or txt.status != "ok" or not txt.records:
+        why = "no _mta-sts TXT record" if txt is None or txt.status in ("ok", "nxdomain") else txt.message
+        return MtaStsResult(ev.domain, "", "", reason=why), [
+            Finding("mta_sts_unavailable", INFO, f"{ev.domain}: {why}")
+        ]
+    try:
+        policy_id = sts.parse_txt(txt.records)
+    except sts.PolicyError as exc:
+        return MtaStsResult(ev.domain, "", "", reason=str(exc)), [Finding("mta_sts_invalid", WARN, str(exc))]
+    if fetched is None or fetched.status != "fetched":
+        status = fetched.status if fetched else "skipped"
+        why = f"{fetched.url}: {fetched.message}" if fetched else "not fetched"
+        severity = CRIT if status == "untrusted" else WARN
+        code = "mta_sts_policy_untrusted" if status == "untrusted" else "mta_sts_policy_unavailable"
+        extra = (
+            ": the policy fetch is intercepted, or the policy host is misconfigured"
+            if status == "untrusted"
+            else ""
+        )
+        return MtaStsResult(ev.domain, "", policy_id, reason=why), [Finding(code, severity, why + extra)]
+    try:
+        policy = sts.parse_policy(fetched.text)
+    except sts.PolicyError as exc:
+        return MtaStsResult(ev.domain, "", policy_id, reason=str(exc)), [
+            Finding("mta_sts_invalid", WARN, f"{fetched.url}: {exc}")
+        ]
+    matched = sts.mx_matches(ev.host, policy.mx)
+    result = MtaStsResult(ev.domain, policy.mode, policy_id, policy.mx, policy.max_age, matched)
+    return result, _mta_sts_findings(ev, policy, matched, chain, profile, at)
+
+
+def _mta_sts_findings(
+    ev: GatewayDNS,
+    policy: sts.Policy,
+    matched: bool,
+    chain: Sequence[x509.Certificate],
+    profile: TrustProfile,
+    at: dt.datetime,
+) -> list[Finding]:
+    enforce = policy.mode == "enforce"
+    if policy.mode == "none":
+        return [Finding("mta_sts_policy", INFO, f"{ev.domain}: MTA-STS mode none")]
+    out = [
+        Finding("mta_sts_policy", INFO, f"{ev.domain}: MTA-STS mode {policy.mode}, mx {', '.join(policy.mx)}")
+    ]
+    if not matched:
+        out.append(
+            Finding(
+                "mta_sts_mx_mismatch",
+                CRIT if enforce else WARN,
+                f"MX host {ev.host} matches none of the policy's mx patterns ({', '.join(policy.mx)}): "
+                + (
+                    "senders refuse to deliver to it"
+                    if enforce
+                    else "in enforce mode senders would refuse it"
+                ),
+            )
+        )
+    if enforce and chain and not _publicly_valid(chain, profile, at, ev.host):
+        out.append(
+            Finding(
+                "mta_sts_certificate_invalid",
+                CRIT,
+                f"the policy is enforce, but the chain does not validate publicly for {ev.host}: "
+                "MTA-STS senders refuse this session",
+            )
+        )
+    return out
 
 
 def _judge_chain(

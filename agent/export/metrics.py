@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from relaywatch import __version__
 from relaywatch.host.model import HostReport
-from relaywatch.model import ProbeResult, StartTLSState, Verdict
+from relaywatch.model import DaneStatus, ProbeResult, StartTLSState, Verdict
 from relaywatch.path.model import PathResult, PathStatus
 from relaywatch.probe.limits import Phase
 
@@ -257,7 +257,32 @@ def _ct(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
     return [operators]
 
 
-COLLECTORS: tuple[Collector, ...] = (_probe, _tls, _chain, _timings, _ct)
+_STS_MODES = frozenset({"enforce", "testing", "none"})
+_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+
+
+def _gateway(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
+    """DANE and MTA-STS of gateway hosts: only series whose probe looked them up (port 25, mx:), at most one
+    state set and one info series each; the policy's mode and id are checked against RFC 8461's grammar,
+    anything else exports as `invalid`."""
+    dane = f.state_set(
+        "relaywatch_dane_status", "DANE (TLSA) state of the gateway address (state set)", "status", DaneStatus
+    )
+    policy = f.gauge(
+        "relaywatch_mta_sts_policy_info", "The MX domain's MTA-STS policy (mode and id)", ["mode", "id"]
+    )
+    for s in series:
+        a, base = s.result.analysis, f.base(s)
+        if a.dane is not None:
+            dane.add(base, a.dane.status)
+        m = a.mta_sts
+        if m is not None and m.mode:
+            mode = m.mode if m.mode in _STS_MODES else "invalid"
+            policy.add_metric([*base, mode, m.id if _STS_ID.match(m.id) else "invalid"], 1.0)
+    return [dane.family, policy]
+
+
+COLLECTORS: tuple[Collector, ...] = (_probe, _tls, _chain, _timings, _ct, _gateway)
 
 
 def families(series: Sequence[SeriesView], layout: Layout = Layout()) -> Iterator[Metric]:

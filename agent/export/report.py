@@ -74,6 +74,7 @@ def render_one(result: ProbeResult, transcript: bool = False) -> str:
             )
     if a.validated_path:
         out.append("  Validated path: " + " -> ".join(safe(s, 60) for s in a.validated_path))
+    out += _gateway_lines(result)
     out += _path_lines(result.path)
     out += _host_lines(result.host, r.local_peer)
     timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in r.timings.items())
@@ -82,6 +83,33 @@ def render_one(result: ProbeResult, transcript: bool = False) -> str:
         out.append("  Transcript:")
         out += [f"    {t.at * 1000:8.1f} ms {t.direction} {safe(t.text, 160)}" for t in r.transcript]
     return "\n".join(out) + "\n"
+
+
+def _gateway_lines(result: ProbeResult) -> list[str]:
+    """DANE and MTA-STS (gateway hosts): DNS data is attacker-controlled, escaped like the rest."""
+    a, out = result.analysis, []
+    if a.dane is not None:
+        d = a.dane
+        out.append(f"  DANE:      {d.status}" + (f": {safe(d.reason, 200)}" if d.reason else ""))
+        for t in d.records[:16]:
+            where = (
+                f"matches certificate {t.matched_position}" if t.matched_position is not None else "no match"
+            )
+            if not t.usable:
+                where = "unusable"
+            out.append(f"    TLSA {t.usage} {t.selector} {t.matching} {safe(t.data, 24)}  {where}")
+    if a.mta_sts is not None:
+        m = a.mta_sts
+        if m.mode:
+            matched = "matches" if m.matched else "does NOT match"
+            out.append(
+                f"  MTA-STS:   {safe(m.domain)} mode {safe(m.mode)}, id {safe(m.id, 40)}, "
+                f"max_age {m.max_age}; "
+                f"mx {', '.join(safe(x, 60) for x in m.mx[:8])}: {safe(result.record.target.host)} {matched}"
+            )
+        else:
+            out.append(f"  MTA-STS:   {safe(m.domain)}: {safe(m.reason, 200)}")
+    return out
 
 
 def _path_lines(path: PathResult | None) -> list[str]:

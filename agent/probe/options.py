@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass
 
 from relaywatch.addresses import AddressFamily
+from relaywatch.probe.dnsconfig import DNSConfig
 from relaywatch.probe.limits import Limits
 
 
@@ -17,6 +18,7 @@ class ProbeOptions:
     address_family: AddressFamily = AddressFamily.ANY
     first_address: bool = False
     inspect_local_peer: bool = False  # find the process on this host that holds the far end (psutil)
+    dns: DNSConfig = DNSConfig()  # gateway DNS: MX, DNSSEC, TLSA, MTA-STS
 
 
 @functools.cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import socket
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from relaywatch.host.model import LocalProcess
 from relaywatch.model import (
+    GatewayDNS,
     ProbeFailure,
     ProbeRecord,
     StartTLS,
@@ -31,6 +33,7 @@ from relaywatch.probe.dialogue import Dialogue, classify
 from relaywatch.probe.limits import Clock, Phase, ProbeError
 from relaywatch.probe.options import ProbeOptions, default_ehlo_name
 from relaywatch.probe.resolve import resolve
+from relaywatch.protocols import MX_SCHEME
 from relaywatch.target import Target
 
 # Finds the process on this host that holds the far end of a connection (host inspection). Injected by
@@ -41,43 +44,81 @@ PeerLookup = Callable[[tuple[str, int]], LocalProcess | None]
 def probe_target(
     target: Target, options: ProbeOptions = ProbeOptions(), peer_lookup: PeerLookup | None = None
 ) -> list[ProbeRecord]:
-    """Resolve, then probe every address at once: the whole target stays within one timeout."""
+    """Resolve, then probe every address at once: the whole target stays within one timeout. Gateway
+    targets (port 25, mx:) resolve through the configured DNS resolver and carry its evidence."""
+    from relaywatch.probe import gateway  # dnspython: loaded by the probe worker only
+
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     deadline = t0 + options.limits.timeout
+    evidence: GatewayDNS | None = None
     try:
-        addresses = resolve(
-            target.host,
-            target.port,
-            options.address_family,
-            options.limits.timeout,
-            options.limits.max_addresses,
-        )
-    except ProbeError as exc:
-        elapsed = time.monotonic() - t0
-        return [
-            ProbeRecord(
+        if target.scheme == MX_SCHEME:
+            return gateway.probe_mx(
                 target,
-                None,
-                started,
-                {Phase.RESOLVE: elapsed, Phase.TOTAL: elapsed},
-                (),
-                StartTLS(_initial_state(target)),
-                None,
-                ProbeFailure(exc.phase, exc.kind, exc.message),
+                options,
+                lambda t, addrs, ev: probe_addresses(
+                    t, addrs, ev, options, peer_lookup, started, t0, deadline
+                ),
             )
-        ]
+        if gateway.eligible(target):
+            addresses, evidence = gateway.host_evidence(target.host, options, deadline)
+        else:
+            addresses = resolve(
+                target.host,
+                target.port,
+                options.address_family,
+                options.limits.timeout,
+                options.limits.max_addresses,
+            )
+    except ProbeError as exc:
+        return [_unresolved(target, started, t0, exc, getattr(exc, "evidence", evidence))]
+    return probe_addresses(target, addresses, evidence, options, peer_lookup, started, t0, deadline)
+
+
+def probe_addresses(
+    target: Target,
+    addresses: list[str],
+    evidence: GatewayDNS | None,
+    options: ProbeOptions,
+    peer_lookup: PeerLookup | None,
+    started: dt.datetime,
+    t0: float,
+    deadline: float,
+) -> list[ProbeRecord]:
+    """Every address of one host at once; the DNS evidence goes on each record."""
+    if not addresses:
+        failure = ProbeError("resolve", "unreachable", f"{target.host} has no address to probe")
+        return [_unresolved(target, started, t0, failure, evidence)]
     resolve_time = time.monotonic() - t0
     if options.first_address:
         addresses = addresses[:1]
 
     def one(address: str) -> ProbeRecord:
-        return probe_address(target, address, options, resolve_time, peer_lookup, deadline)
+        record = probe_address(target, address, options, resolve_time, peer_lookup, deadline)
+        return record if evidence is None else dataclasses.replace(record, dns=evidence)
 
     if len(addresses) == 1:
         return [one(addresses[0])]
     with concurrent.futures.ThreadPoolExecutor(len(addresses), thread_name_prefix="address") as pool:
         return list(pool.map(one, addresses))
+
+
+def _unresolved(
+    target: Target, started: dt.datetime, t0: float, exc: ProbeError, evidence: GatewayDNS | None
+) -> ProbeRecord:
+    elapsed = time.monotonic() - t0
+    return ProbeRecord(
+        target,
+        None,
+        started,
+        {Phase.RESOLVE: elapsed, Phase.TOTAL: elapsed},
+        (),
+        StartTLS(_initial_state(target)),
+        None,
+        ProbeFailure(exc.phase, exc.kind, exc.message),
+        dns=evidence,
+    )
 
 
 def _initial_state(target: Target) -> StartTLSState:

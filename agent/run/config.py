@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import yaml
 from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.export.metrics import Layout, reserved_label_names
+from relaywatch.probe.dnsconfig import DNSConfig, DNSSECMode, parse_resolver
 from relaywatch.target import AllowPattern, Target, TargetError, parse_allow_pattern, parse_target
 from relaywatch.yamlsafe import SafeLoader
 
@@ -44,6 +46,7 @@ class TargetConfig:
     address_family: AddressFamily
     ehlo_name: str | None
     labels: tuple[tuple[str, str], ...]
+    dns: DNSConfig = DNSConfig()  # the top-level `dns` section: resolver and DNSSEC for gateway targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ _TOP_KEYS = frozenset(
         "path",
         "address_family",
         "metrics",
+        "dns",
     }
 )
 
@@ -255,6 +259,20 @@ class _Parser:
             raise self.fail(node, "detail", "metrics.detail: true or false")
         return detail
 
+    def dns(self, doc: _Lines) -> DNSConfig:
+        node = self.section(doc, "dns", frozenset({"resolver", "dnssec"}), "resolver and dnssec")
+        resolver = node.get("resolver")
+        if resolver is not None:
+            try:
+                parse_resolver(str(resolver))
+            except ValueError as exc:
+                raise self.fail(node, "resolver", f"dns.resolver: {exc}") from None
+        try:
+            mode = DNSSECMode(str(node.get("dnssec", "auto")))
+        except ValueError:
+            raise self.fail(node, "dnssec", "dns.dnssec: one of auto, require, off") from None
+        return DNSConfig(str(resolver) if resolver is not None else None, mode)
+
     def host(self, doc: _Lines) -> float:
         return self.duration(
             self.section(doc, "host", frozenset({"interval"}), "interval"), "interval", 300.0
@@ -330,7 +348,8 @@ def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_
     defaults, concurrency, allow = parser.top(doc)
     listen, web_config = parser.web(doc)
     path, host_interval = parser.path(doc), parser.host(doc)
-    targets = parser.targets(doc, defaults)
+    dns = parser.dns(doc)
+    targets = tuple(dataclasses.replace(t, dns=dns) for t in parser.targets(doc, defaults))
     label_names = sorted({name for t in targets for name, _ in t.labels})
     return Config(
         source,

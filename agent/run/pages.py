@@ -60,6 +60,7 @@ def detail_page(state: AgentState, entry: Entry) -> str:
         + "".join(f"<li><b>{_e(f.severity)}</b> {_e(f.code)}: {_e(f.message)}</li>" for f in a.findings)
         + "</ul>",
     ]
+    parts += _gateway(entry)
     if a.interceptor:
         i = a.interceptor
         parts.append(
@@ -102,6 +103,31 @@ def detail_page(state: AgentState, entry: Entry) -> str:
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in fields)
         parts.append(f"<h3>#{c.position} {_e(c.subject_cn)}</h3><table>{rows}</table><pre>{_e(c.pem)}</pre>")
     return _page(f"relaywatch: {entry.target}", "".join(parts) + '<p><a href="/">Back</a></p>')
+
+
+def _gateway(entry: Entry) -> list[str]:
+    """DANE and MTA-STS evidence of a gateway host (DNS data is attacker-controlled: escaped)."""
+    a, parts = entry.result.analysis, []
+    if a.dane is not None:
+        rows = "".join(
+            f"<tr><td>{t.usage} {t.selector} {t.matching}</td><td><code>{_e(t.data[:64])}</code></td>"
+            f"<td>{_e(t.matched_position if t.matched_position is not None else '-')}</td>"
+            f"<td>{'yes' if t.usable else 'no'}</td><td>{_e(t.note)}</td></tr>"
+            for t in a.dane.records
+        )
+        parts.append(
+            f"<h2>DANE</h2><p>Status: <b>{_e(a.dane.status)}</b> {_e(a.dane.reason)}</p>"
+            "<table><tr><th>TLSA</th><th>Data</th><th>Matched position</th><th>Usable</th><th>Note</th></tr>"
+            f"{rows}</table>"
+        )
+    if a.mta_sts is not None:
+        m = a.mta_sts
+        parts.append(
+            f"<h2>MTA-STS</h2><p>{_e(m.domain)}: mode {_e(m.mode or '-')}, id {_e(m.id or '-')}, max_age "
+            f"{_e(m.max_age if m.max_age is not None else '-')}, mx {_e(', '.join(m.mx) or '-')}, this host "
+            f"{_e({True: 'matches', False: 'does not match', None: '-'}[m.matched])}. {_e(m.reason)}</p>"
+        )
+    return parts
 
 
 def _e(value: object) -> str:

@@ -46,6 +46,7 @@ def options_for(tc: TargetConfig, inspect: bool = False) -> ProbeOptions:
         limits=Limits().with_timeout(tc.timeout),
         ehlo_name=tc.ehlo_name,
         address_family=tc.address_family,
+        dns=tc.dns,
     )
 
 

@@ -216,17 +216,7 @@ def test_path_series_follow_the_judgement(lab_dir: Path, results: dict[str, Prob
     [tc] = cfg.targets
     state = AgentState(cfg)
     state.record(tc, [results["intercepted"]])
-    early = judge(
-        PathTrace(
-            "127.0.0.1",
-            25,
-            (Hop(1, "127.0.0.1", 1.0, "syn_ack"),),
-            (Hop(1, "198.51.100.1", 1.0, "time_exceeded"), Hop(2, "127.0.0.1", 1.0, "echo_reply")),
-            64,
-            64,
-            SentSyn(1460, 64240, 7),
-        )
-    )
+    early = judge(_early_trace())
     state.set_path(tc.name, "127.0.0.1", early)
     text = state.exposition().decode()
     statuses = {s.labels["status"]: s.value for s in samples(text, "relaywatch_path_status")}

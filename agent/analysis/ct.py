@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from relaywatch.analysis.certs import fingerprint, spki_sha256
+from relaywatch.filestamp import file_key
 from relaywatch.model import CTReport, SCTCheck
 
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -80,10 +81,9 @@ def load_log_list(path: str | Path | None = None) -> LogList:
     """The packaged list, or a file in the same format; cached by path and modification time."""
     p = Path(path) if path is not None else packaged_list_path()
     try:
-        stamp = p.stat().st_mtime_ns
+        return _load(*file_key(p))
     except OSError as exc:
         raise CTError(f"CT log list {p}: {exc.strerror}") from exc
-    return _load(str(p.resolve()), stamp)
 
 
 @functools.lru_cache(maxsize=8)

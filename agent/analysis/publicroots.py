@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.x509.verification import Store
 from relaywatch.analysis.profile_ref import ProfileError
 from relaywatch.analysis.truststore import _read
+from relaywatch.filestamp import file_key
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -32,10 +33,9 @@ def default_path() -> Path:
 def public_roots(path: str | Path | None = None) -> PublicRoots:
     p = Path(path) if path is not None else default_path()
     try:
-        stamp = p.stat().st_mtime_ns
+        return _load(*file_key(p))
     except OSError as exc:
         raise ProfileError(f"public roots {p}: {exc.strerror}") from exc
-    return _load(str(p.resolve()), stamp)
 
 
 @functools.lru_cache(maxsize=8)

@@ -3,6 +3,7 @@ systemd unit under systemd-analyze, the Debian package."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -89,10 +90,15 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
                     get(f"{api}/label/{m.group(2)}/values?match[]={urllib.parse.quote(match)}")[1]
                 )
                 assert values["data"], var["name"]
-            for p in dash["panels"]:
-                for t in p["targets"]:
-                    expr = t["expr"].replace("$instance", ".*").replace("$target", ".*")
-                    assert query(expr), (p["title"], expr)
+            exprs = [
+                (p["title"], t["expr"].replace("$instance", ".*").replace("$target", ".*"))
+                for p in dash["panels"]
+                for t in p["targets"]
+            ]
+            with contextlib.suppress(TimeoutError):  # rates need two scrapes: give them time, then say which
+                wait_for(lambda: all(query(e) for _, e in exprs), 60)
+            for title, expr in exprs:
+                assert query(expr), (title, expr)
 
 
 @pytest.mark.peers  # promtool, Prometheus's own rule checker: ~15 s

@@ -134,8 +134,21 @@ def test_every_address_of_a_name_is_probed_apart(lab: Lab, tmp_path: Path, stati
 
 
 def test_probe_endpoint_is_restricted(lab: Lab, tmp_path: Path) -> None:
-    cfg = lab_config(tmp_path, lab, extra="probe_allow: ['smtps://127.0.0.*:*']")
+    allow = "probe_allow: ['smtps://127.0.0.*:*', '*.mail.protection.outlook.com:2525']"
+    cfg = lab_config(tmp_path, lab, extra=allow)
     with run_agent(cfg) as agent:
+        for bypass in (  # issue 10: the allow-list decides on what the probe would reach, not on the text
+            "smtp://[::1].mail.protection.outlook.com:2525",
+            "smtp://[::ffff:127.0.0.1].mail.protection.outlook.com:2525",
+            "tls://[::1]x.mail.protection.outlook.com:2525",
+            "smtp://x.mail.protection.outlook.com:2525@127.0.0.1",
+        ):
+            status, body = get(agent.url + "/probe?target=" + urllib.parse.quote(bypass))
+            assert status in (400, 403) and "relaywatch_" not in body, bypass
+        shield = urllib.parse.quote(scenario(lab, "mail-shield"))
+        for bad in ("../../etc/passwd", str(lab.directory / "lab-profile.yml"), "x" * 300):
+            status, body = get(f"{agent.url}/probe?target={shield}&profile={urllib.parse.quote(bad)}")
+            assert status == 400 and "/" not in body and len(body) < 200, bad
         status, body = get(agent.url + "/probe?target=" + urllib.parse.quote(scenario(lab, "mail-shield")))
         assert status == 200 and "relaywatch_interception_detected" in body
         assert 'relaywatch_interception_detected{address="127.0.0.1",scenario="mail-shield"' in body

@@ -6,6 +6,8 @@ agent's main process never loads the X.509 and TLS stack."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 
 class ProfileError(ValueError):
@@ -19,3 +21,12 @@ class ProfileRef:
     source: str  # the YAML file, resolved
     anchors: tuple[str, ...]  # RFC 4514 subjects, for people reading the status page
     digest: str = ""  # of the YAML and every PEM: what was checked at (re)load is what probes use
+
+
+def builtin_profile_path(name: str) -> Path | None:
+    """The shipped profile of that name, or None: a name, never a path (the agent's /probe takes only
+    these and the configured ones)."""
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+        return None
+    path = Path(str(resources.files("relaywatch") / "data" / "profiles")) / f"{name}.yml"
+    return path if path.is_file() else None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from relaywatch.addresses import AddressFamily
-from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
+from relaywatch.analysis.profile_ref import ProfileError, ProfileRef, builtin_profile_path
 from relaywatch.export.exposition import CONTENT_TYPE, expose
 from relaywatch.export.metrics import series_layout
 from relaywatch.run import pages
@@ -121,10 +121,14 @@ class Web:
             if "profile" in query:  # only profiles this agent already uses, or built-in ones: no file paths
                 wanted = query["profile"][0]
                 known = {p.name: p for p in (config.default_profile, *(t.profile for t in config.targets))}
+                builtin = builtin_profile_path(wanted)
                 if wanted in known:
                     profile = known[wanted]
-                elif wanted.replace("-", "").replace("_", "").isalnum() and len(wanted) <= 64:
-                    profile = self.profiles(wanted)
+                elif builtin is not None:
+                    try:
+                        profile = self.profiles(str(builtin))
+                    except ProfileError:  # the message would name files of this host: not for the client
+                        return Response(400, b"that built-in profile cannot be loaded\n")
                 else:
                     return Response(400, b"profile must name a built-in profile or one in the config\n")
             target = configured.target if configured else requested

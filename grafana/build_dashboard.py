@@ -202,24 +202,20 @@ PANELS = [
     ),
     panel(
         "timeseries",
-        "Probe duration by phase",
-        "Time spent in each phase of the last probe.",
-        [target(f'avg by (phase) (relaywatch_probe_duration_seconds{{{SEL}, phase!="total"}})', "{{phase}}")],
+        "Probe duration",
+        "The last probe's total duration; every phase with `metrics: {detail: true}` in the agent's config.",
+        [target(f"avg by (phase) (relaywatch_probe_duration_seconds{{{SEL}}})", "{{phase}}")],
         12,
         8,
         fieldConfig={"defaults": {"unit": "s", "custom": {"stacking": {"mode": "normal"}}}, "overrides": []},
     ),
     merged_table(
         "Path: where the session ends",
-        "Hop at which the mail port answers vs the destination's own distance; terminating before the "
-        "destination means a middlebox answers for the relay.",
-        [
-            f"relaywatch_path_terminating_hop{{{SEL}}}",
-            f"relaywatch_path_destination_hop{{{SEL}}}",
-            f"relaywatch_path_middlebox_detected{{{SEL}}}",
-        ],
+        "1 when the mail port answers before the destination (a transparent proxy or intercepting "
+        "firewall); the hops are on the agent's detail page, and here with `metrics: {detail: true}`.",
+        [f"relaywatch_path_middlebox_detected{{{SEL}}}"],
         24,
-        {"Value #A": "terminating hop", "Value #B": "destination hop", "Value #C": "middlebox"},
+        {"Value": "middlebox"},
     ),
 ]
 

@@ -265,7 +265,7 @@ def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Pa
 
 def test_profile_edited_on_disk_waits_for_a_checked_reload(lab: Lab, tmp_path: Path) -> None:
     """A broken edit to a profile file must not reach the probes behind the agent's back."""
-    for name in ("lab-profile.yml", "root.pem", "issuing.pem"):
+    for name in ("lab-profile.yml", "root.pem", "issuing.pem", "public-roots.pem", "ct-logs.json"):
         shutil.copy(lab.directory / name, tmp_path / name)
     cfg = tmp_path / "relaywatch.yml"
     relay = scenario(lab, "relay")

@@ -74,7 +74,10 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
                 return result
 
             wait_for(
-                lambda: query("relaywatch_path_status") and len(query("relaywatch_verdict == 1")) == 3, 90
+                lambda: (
+                    query("relaywatch_path_middlebox_detected") and len(query("relaywatch_verdict == 1")) == 3
+                ),
+                90,
             )
             for var in dash["templating"]["list"]:
                 if var["type"] != "query":
@@ -108,6 +111,7 @@ def test_alert_rules_check_and_unit_tests() -> None:
         "RelaywatchStartTLSStripped",
         "RelaywatchTLSDowngraded",
         "RelaywatchRelayUnreachable",
+        "RelaywatchProbeWorkerFailing",
         "RelaywatchProbesStale",
         "RelaywatchChainChanged",
         "RelaywatchUnexpectedIssuer",

@@ -33,7 +33,7 @@ def test_reserved_names_cover_the_labels_the_families_emit(tmp_path: Path) -> No
     tc = config.targets[0]
     s = Series(tc.name, "127.0.0.1", dict(tc.labels), failed_result(tc, "x"))
     s.observe(s.result)
-    s.render(None, config.label_names)
+    s.render(None, config.layout)
     from prometheus_client.parser import text_string_to_metric_families
 
     emitted = {

@@ -18,6 +18,7 @@ from relaywatch.export.metrics import (
     BUCKETS,
     MAX_LABEL,
     MAX_POSITIONS,
+    Layout,
     families,
     info_families,
     label,
@@ -35,6 +36,8 @@ from tests.support import cn_name, data_lines, judged, record, samples, value
 from tests.support import families as parse_families
 
 # --------------------------------------------------------------------------- label values
+
+SITE = Layout(("site",), detail=True)
 
 
 @pytest.mark.parametrize(
@@ -64,8 +67,8 @@ def test_any_label_value_is_safe() -> None:
 # --------------------------------------------------------------------------- an agent state, in-process
 
 
-def config(lab_dir: Path, *targets: str, labels: str = "") -> Config:
-    lines = [f"profile: {lab_dir}/lab-profile.yml", "targets:"]
+def config(lab_dir: Path, *targets: str, labels: str = "", detail: bool = True) -> Config:
+    lines = [f"profile: {lab_dir}/lab-profile.yml", f"metrics: {{detail: {str(detail).lower()}}}", "targets:"]
     for t in targets:
         lines.append(f"  - target: {t}")
         if labels:
@@ -245,6 +248,36 @@ def test_path_series_follow_the_judgement(lab_dir: Path, results: dict[str, Prob
     assert not samples(state.exposition().decode(), "relaywatch_path_status", address="::1")
 
 
+def test_the_default_metric_set_holds_at_most_25_series_per_address(
+    lab_dir: Path, pki: LabPKI, lab_profile: TrustProfile
+) -> None:
+    """A 3-certificate chain re-signed by a named interceptor, with a path trace: the fullest default."""
+    sub_ca = make_ca(cn_name("Avast Web/Mail Shield Intermediate"), pki.interception_ca)
+    three = judged(record(forge(pki.relay.cert, sub_ca), sub_ca, pki.interception_ca), lab_profile)
+    assert len(three.analysis.chain) == 3 and three.analysis.interceptor is not None
+    counts = {}
+    for detail in (False, True):
+        cfg = config(lab_dir, "smtp://relay.test:25", detail=detail)
+        [tc] = cfg.targets
+        state = AgentState(cfg)
+        state.record(tc, [three])
+        state.set_path(tc.name, three.record.address or "", judge(_early_trace()))
+        counts[detail] = len([line for line in data_lines(state.exposition().decode()) if 'target="' in line])
+    assert counts[False] <= 25 < counts[True]
+
+
+def _early_trace() -> PathTrace:
+    return PathTrace(
+        "127.0.0.1",
+        25,
+        (Hop(1, "127.0.0.1", 1.0, "syn_ack"),),
+        (Hop(1, "198.51.100.1", 1.0, "time_exceeded"), Hop(2, "127.0.0.1", 1.0, "echo_reply")),
+        64,
+        64,
+        SentSyn(1460, 64240, 7),
+    )
+
+
 # --------------------------------------------------------------------------- the format itself
 
 
@@ -262,11 +295,11 @@ def test_cached_rendering_matches_prometheus_clients_own(results: dict[str, Prob
     for i, r in enumerate(results.values()):
         s = Series(f"smtp://t{i}.test:25", "127.0.0.1", {"site": f's"{i}\\'}, r)
         s.observe(r)
-        s.render(None, ("site",))
+        s.render(None, SITE)
         series.append(s)
-    ours = expose(info_families([("lab", "lab")]), series_layout(("site",)), [s.rendered for s in series], [])
+    ours = expose(info_families([("lab", "lab")]), series_layout(SITE), [s.rendered for s in series], [])
     registry = CollectorRegistry()
-    registry.register(_Families([*info_families([("lab", "lab")]), *families(series, ("site",))]))
+    registry.register(_Families([*info_families([("lab", "lab")]), *families(series, SITE)]))
     theirs = generate_latest(registry).decode()
 
     def comparable(

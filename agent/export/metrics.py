@@ -14,7 +14,8 @@ import functools
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from relaywatch import __version__
@@ -24,7 +25,8 @@ from relaywatch.path.model import PathResult, PathStatus
 from relaywatch.probe.limits import Phase
 
 MAX_LABEL = 64
-MAX_POSITIONS = 10
+MAX_POSITIONS = 10  # certificates exported per chain with detail metrics
+DEFAULT_POSITIONS = 3  # leaf, issuer, root: what the dashboard's chain table and the alert rules use
 PHASES = tuple(str(p) for p in Phase if p is not Phase.LOCAL_PEER)
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # labels Prometheus itself adds or gives a meaning (target labels, histogram and summary samples)
@@ -57,12 +59,44 @@ class SeriesView(Protocol):
     def duration_sum(self) -> float: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The shape of every target's series: the configured target label names, and whether the detail
+    families are on (`metrics: {detail: true}`). Default: only what a dashboard panel or an alert rule uses,
+    at most 25 series per target address."""
+
+    label_names: tuple[str, ...] = ()
+    detail: bool = False
+
+
+class _Discarded:
+    """A detail family while detail metrics are off: takes samples, exports nothing."""
+
+    def add_metric(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class _DiscardedGauge(_Discarded, GaugeMetricFamily):
+    pass
+
+
+class _DiscardedCounter(_Discarded, CounterMetricFamily):
+    pass
+
+
+class _DiscardedHistogram(_Discarded, HistogramMetricFamily):
+    pass
+
+
 class StateSet:
     """A gauge with one series per member of an enum, 1 for the current member and 0 for the others: the
     verdict, the STARTTLS state and the path status are each exported this way."""
 
-    def __init__(self, name: str, doc: str, names: Sequence[str], state: str, members: Iterable[enum.Enum]):
-        self.family = GaugeMetricFamily(name, doc, labels=[*names, state])
+    def __init__(
+        self, name: str, doc: str, names: Sequence[str], state: str, members: Iterable[enum.Enum], keep: bool
+    ) -> None:
+        kind = GaugeMetricFamily if keep else _DiscardedGauge
+        self.family = kind(name, doc, labels=[*names, state])
         self.members = tuple(members)
 
     def add(self, base: Sequence[str], current: enum.Enum | None) -> None:
@@ -74,8 +108,9 @@ class _Families:
     """Makes the families of one exposition: the label names every per-series family starts with, a base of
     label values per series, and a record of every label name handed out (see reserved_label_names)."""
 
-    def __init__(self, extra_label_names: Sequence[str], per_address: bool = True) -> None:
-        self.extra = tuple(extra_label_names)
+    def __init__(self, layout: Layout, per_address: bool = True) -> None:
+        self.extra = layout.label_names
+        self.detail = layout.detail
         self.names = ("target", "address", *self.extra) if per_address else ("target", *self.extra)
         self.used: set[str] = set(self.names)
 
@@ -83,17 +118,25 @@ class _Families:
         self.used.update(more)
         return [*self.names, *more]
 
-    def gauge(self, name: str, doc: str, more: Sequence[str] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=self._labels(more))
+    def gauge(self, name: str, doc: str, more: Sequence[str] = (), detail: bool = False) -> GaugeMetricFamily:
+        kind = _DiscardedGauge if detail and not self.detail else GaugeMetricFamily
+        return kind(name, doc, labels=self._labels(more))
 
-    def counter(self, name: str, doc: str, more: Sequence[str] = ()) -> CounterMetricFamily:
-        return CounterMetricFamily(name, doc, labels=self._labels(more))
+    def counter(
+        self, name: str, doc: str, more: Sequence[str] = (), detail: bool = False
+    ) -> CounterMetricFamily:
+        kind = _DiscardedCounter if detail and not self.detail else CounterMetricFamily
+        return kind(name, doc, labels=self._labels(more))
 
-    def histogram(self, name: str, doc: str) -> HistogramMetricFamily:
-        return HistogramMetricFamily(name, doc, labels=self._labels(()), unit="")
+    def histogram(self, name: str, doc: str, detail: bool = False) -> HistogramMetricFamily:
+        kind = _DiscardedHistogram if detail and not self.detail else HistogramMetricFamily
+        return kind(name, doc, labels=self._labels(()), unit="")
 
-    def state_set(self, name: str, doc: str, state: str, members: Iterable[enum.Enum]) -> StateSet:
-        return StateSet(name, doc, self._labels((state,))[:-1], state, members)
+    def state_set(
+        self, name: str, doc: str, state: str, members: Iterable[enum.Enum], detail: bool = False
+    ) -> StateSet:
+        keep = self.detail or not detail
+        return StateSet(name, doc, self._labels((state,))[:-1], state, members, keep)
 
     def base(self, s: SeriesView) -> list[str]:
         return [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in self.extra)]
@@ -137,7 +180,9 @@ def _probe(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
 
 def _tls(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
     version = f.gauge("relaywatch_tls_version_info", "TLS version negotiated by the last probe", ["version"])
-    cipher = f.gauge("relaywatch_tls_cipher_info", "TLS cipher negotiated by the last probe", ["cipher"])
+    cipher = f.gauge(
+        "relaywatch_tls_cipher_info", "TLS cipher negotiated by the last probe", ["cipher"], detail=True
+    )
     for s in series:
         tls = s.result.record.tls
         if tls is not None:
@@ -157,14 +202,16 @@ def _chain(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
         "Expiry of each presented certificate, Unix time",
         ["position"],
     )
+    positions = MAX_POSITIONS if f.detail else DEFAULT_POSITIONS
     for s in series:
         base = f.base(s)
-        for c in s.result.analysis.chain[:MAX_POSITIONS]:
+        for c in s.result.analysis.chain[:positions]:
             pos, expected = str(c.position), "true" if c.expected else "false"
             chain.add_metric(
                 [*base, pos, label(c.subject_cn), label(c.issuer_cn), c.spki_sha256, expected], 1.0
             )
-            not_after.add_metric([*base, pos], c.not_after.timestamp())
+            if f.detail or c.position == 0:  # the leaf's expiry is what the alert and the panel watch
+                not_after.add_metric([*base, pos], c.not_after.timestamp())
     return [chain, not_after]
 
 
@@ -173,11 +220,12 @@ def _timings(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
         "relaywatch_probe_duration_seconds", "Duration of each phase of the last probe", ["phase"]
     )
     last = f.gauge("relaywatch_last_probe_timestamp_seconds", "When the last probe started, Unix time")
-    hist = f.histogram("relaywatch_probe_total_duration_seconds", "Total duration of probes")
-    counter = f.counter("relaywatch_probes", "Probes run, by verdict", ["verdict"])
+    hist = f.histogram("relaywatch_probe_total_duration_seconds", "Total duration of probes", detail=True)
+    counter = f.counter("relaywatch_probes", "Probes run, by verdict", ["verdict"], detail=True)
+    phases = PHASES if f.detail else (str(Phase.TOTAL),)  # default: the total only
     for s in series:
         r, base = s.result.record, f.base(s)
-        for p in PHASES:
+        for p in phases:
             if p in r.timings:
                 phase.add_metric([*base, p], r.timings[p])
         last.add_metric(base, r.started_at.timestamp())
@@ -195,6 +243,7 @@ def _ct(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
     operators = f.gauge(
         "relaywatch_leaf_valid_sct_operators",
         "Distinct CT log operators with a valid SCT embedded in the leaf (0: none or no SCTs)",
+        detail=True,
     )
     for s in series:
         ct = s.result.analysis.ct
@@ -205,34 +254,38 @@ def _ct(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
 COLLECTORS: tuple[Collector, ...] = (_probe, _tls, _chain, _timings, _ct)
 
 
-def families(series: Sequence[SeriesView], extra_label_names: Sequence[str] = ()) -> Iterator[Metric]:
-    f = _Families(extra_label_names)
+def families(series: Sequence[SeriesView], layout: Layout = Layout()) -> Iterator[Metric]:
+    f = _Families(layout)
     for collect in COLLECTORS:
-        yield from collect(f, series)
+        yield from (m for m in collect(f, series) if not isinstance(m, _Discarded))
 
 
 def path_families(
     series: Sequence[SeriesView],
     paths: Mapping[tuple[str, str], PathResult],
-    extra_label_names: Sequence[str] = (),
+    layout: Layout = Layout(),
 ) -> Iterator[Metric]:
-    yield from _path(_Families(extra_label_names), series, paths)
+    yield from (m for m in _path(_Families(layout), series, paths) if not isinstance(m, _Discarded))
 
 
 def _path(
     f: _Families, series: Sequence[SeriesView], paths: Mapping[tuple[str, str], PathResult]
 ) -> list[Metric]:
     status = f.state_set(
-        "relaywatch_path_status", "Result of the last path trace (state set)", "status", PathStatus
+        "relaywatch_path_status", "Result of the last path trace (state set)", "status", PathStatus, True
     )
-    hops = f.gauge("relaywatch_path_hops", "Hops seen by the last path trace")
-    term = f.gauge("relaywatch_path_terminating_hop", "Hop at which the mail port answered (SYN-ACK or RST)")
-    dest = f.gauge("relaywatch_path_destination_hop", "Hop at which the address answered ICMP echo")
+    hops = f.gauge("relaywatch_path_hops", "Hops seen by the last path trace", detail=True)
+    term = f.gauge(
+        "relaywatch_path_terminating_hop", "Hop at which the mail port answered (SYN-ACK or RST)", detail=True
+    )
+    dest = f.gauge(
+        "relaywatch_path_destination_hop", "Hop at which the address answered ICMP echo", detail=True
+    )
     middlebox = f.gauge(
         "relaywatch_path_middlebox_detected", "1 when the mail port answers before the destination"
     )
     modified = f.gauge(
-        "relaywatch_path_packet_modified", "1 when a hop quoted back a TCP header that differs"
+        "relaywatch_path_packet_modified", "1 when a hop quoted back a TCP header that differs", detail=True
     )
     for s in series:
         p = paths.get((s.target, s.address))
@@ -251,11 +304,11 @@ def _path(
 
 
 def target_families(
-    worker_failures: Iterable[tuple[str, Mapping[str, str], int]], extra_label_names: Sequence[str] = ()
+    worker_failures: Iterable[tuple[str, Mapping[str, str], int]], layout: Layout = Layout()
 ) -> Iterator[Metric]:
     """Per target (not per address): probes that produced no result because the probe worker died or hung.
     Such a probe leaves the target's series as they were; this counter says it happened."""
-    yield from _worker(_Families(extra_label_names, per_address=False), worker_failures)
+    yield from _worker(_Families(layout, per_address=False), worker_failures)
 
 
 def _worker(f: _Families, worker_failures: Iterable[tuple[str, Mapping[str, str], int]]) -> list[Metric]:
@@ -316,16 +369,17 @@ def host_families(report: HostReport | None) -> Iterator[Metric]:
     yield from (procs, cas)
 
 
-def series_layout(extra_label_names: Sequence[str] = ()) -> list[Metric]:
+def series_layout(layout: Layout = Layout()) -> list[Metric]:
     """The per-series families in exposition order (empty families: for their names and headers)."""
-    return [*families([], extra_label_names), *path_families([], {}, extra_label_names)]
+    return [*families([], layout), *path_families([], {}, layout)]
 
 
 @functools.cache
 def reserved_label_names() -> frozenset[str]:
     """Every label name a family that carries target labels uses itself, and Prometheus' own: a target
     label of one of these names would be overwritten, or would overwrite, in some series."""
-    per_series, per_target = _Families(()), _Families((), per_address=False)
+    full = Layout(detail=True)
+    per_series, per_target = _Families(full), _Families(full, per_address=False)
     for collect in COLLECTORS:
         collect(per_series, [])
     _path(per_series, [], {})

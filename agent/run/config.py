@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
-from relaywatch.export.metrics import reserved_label_names
+from relaywatch.export.metrics import Layout, reserved_label_names
 from relaywatch.target import AllowPattern, Target, TargetError, parse_allow_pattern, parse_target
 from relaywatch.yamlsafe import SafeLoader
 
@@ -67,6 +67,12 @@ class Config:
     host_interval: float = 300.0  # how often the host's processes and trust stores are inventoried
     listen_address: str | None = None  # web.listen_address; the command-line flag wins
     web_config_file: str | None = None  # web.config_file, relative to the config file
+    metrics_detail: bool = False  # metrics.detail: the families no panel or rule needs, too
+
+    @property
+    def layout(self) -> Layout:
+        """The shape of every target's series (see export/metrics.py)."""
+        return Layout(self.label_names, self.metrics_detail)
 
     def configured(self, target: Target) -> TargetConfig | None:
         """The configured target that is this one (same scheme, host and port, however it was written)."""
@@ -143,6 +149,7 @@ _TOP_KEYS = frozenset(
         "host",
         "path",
         "address_family",
+        "metrics",
     }
 )
 
@@ -241,6 +248,13 @@ class _Parser:
             raise self.fail(node, None, "path: every is a whole number of rounds >= 0, max_hops 1 to 32")
         return PathSettings(bool(node.get("enabled", True)), every, hops, self.duration(node, "timeout", 2.0))
 
+    def metrics(self, doc: _Lines) -> bool:
+        node = self.section(doc, "metrics", frozenset({"detail"}), "detail")
+        detail = node.get("detail", False)
+        if not isinstance(detail, bool):
+            raise self.fail(node, "detail", "metrics.detail: true or false")
+        return detail
+
     def host(self, doc: _Lines) -> float:
         return self.duration(
             self.section(doc, "host", frozenset({"interval"}), "interval"), "interval", 300.0
@@ -330,6 +344,7 @@ def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_
         host_interval,
         listen,
         web_config,
+        parser.metrics(doc),
     )
 
 

@@ -3,11 +3,11 @@ result, the probe counters, the duration histogram) and its exposition lines, re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from relaywatch.export.exposition import render
-from relaywatch.export.metrics import BUCKETS, families, path_families
+from relaywatch.export.metrics import BUCKETS, Layout, families, path_families
 from relaywatch.model import ProbeResult
 from relaywatch.path.model import PathResult
 
@@ -26,12 +26,10 @@ class Series:
     entry_id: int = 0  # the probe in the agent's history that produced `result`
     rendered: dict[str, bytes] = field(default_factory=dict)  # exposition lines per family, see exposition.py
 
-    def render(self, path: PathResult | None, extra_label_names: Sequence[str] = ()) -> None:
+    def render(self, path: PathResult | None, layout: Layout = Layout()) -> None:
         """Called whenever the result or the path changes; scrapes then only join these lines."""
         key = {(self.target, self.address): path} if path else {}
-        self.rendered = render(
-            [*families([self], extra_label_names), *path_families([self], key, extra_label_names)]
-        )
+        self.rendered = render([*families([self], layout), *path_families([self], key, layout)])
 
     def observe(self, result: ProbeResult) -> None:
         self.result = result

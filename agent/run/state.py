@@ -61,7 +61,7 @@ class AgentState:
             self.paths = {k: v for k, v in self.paths.items() if k[0] in names}
             for per in self._series.values():  # label names may have changed
                 for s in per.values():
-                    s.render(self.paths.get((s.target, s.address)), config.label_names)
+                    s.render(self.paths.get((s.target, s.address)), config.layout)
 
     def sizes(self) -> dict[str, int]:
         """How many entries each per-target table holds (for tests and the soak benchmark)."""
@@ -103,7 +103,7 @@ class AgentState:
             self._since[key] = r.record.started_at.timestamp()
         s.labels = dict(tc.labels)
         s.observe(r)
-        s.render(self.paths.get(key), self.config.label_names)
+        s.render(self.paths.get(key), self.config.layout)
         new[address] = s
         s.entry_id = self.history.add(tc.name, r).id
         return change
@@ -126,7 +126,7 @@ class AgentState:
             s = self._series.get(target, {}).get(address)
             if s is not None:  # not for an address gone meanwhile
                 self.paths[(target, address)] = result
-                s.render(result, self.config.label_names)
+                s.render(result, self.config.layout)
 
     def series(self) -> list[Series]:
         with self._lock:
@@ -160,5 +160,5 @@ class AgentState:
             self.worker_restarts(),
             self.events_write_failures(),
         )
-        after = [*target_families(failures, config.label_names), *host_families(self.host)]
-        return expose(info, series_layout(config.label_names), rendered, after)
+        after = [*target_families(failures, config.layout), *host_families(self.host)]
+        return expose(info, series_layout(config.layout), rendered, after)

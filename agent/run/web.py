@@ -157,9 +157,9 @@ class Web:
         for r in results:
             s = Series(name, r.record.address or "", dict(tc.labels), r)
             s.observe(r)
-            s.render(None, config.label_names)
+            s.render(None, config.layout)
             rendered.append(s.rendered)
-        return Response(200, expose([], series_layout(config.label_names), rendered, []), CONTENT_TYPE)
+        return Response(200, expose([], series_layout(config.layout), rendered, []), CONTENT_TYPE)
 
 
 def _local_probe(target, profile, options):  # type: ignore[no-untyped-def]

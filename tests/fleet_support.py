@@ -26,12 +26,13 @@ from relaywatch.lab.pki import Issued, make_leaf
 from relaywatch.lab.proxies import Resigner, _pump
 from relaywatch.lab.servers import LabServer, server_context
 
+from tests.agent_helpers import RECORDING_RULES as RECORDING_RULES  # the test files import it from here
 from tests.agent_helpers import service
 from tests.support import ROOT, free_port, get, stop, wait_for, which
 
 PROM_DIR = ROOT / "packaging" / "prometheus"
 ALERT_RULES = PROM_DIR / "relaywatch-rules.yml"
-RECORDING_RULES = PROM_DIR / "relaywatch-recording.yml"
+
 SITE_CONFIG = PROM_DIR / "prometheus-site.yml"
 ALERTMANAGER_CONFIG = ROOT / "packaging" / "alertmanager" / "alertmanager.yml"
 ALERTMANAGER = "prometheus-alertmanager"  # Debian's name for the alertmanager binary
@@ -325,3 +326,67 @@ def fleet(
                 a.proc.terminate()
         for a in started:
             stop(a.proc, f"agent {a.instance}")
+
+
+# --------------------------------------------------------------------------- a lab fleet
+
+SITES = ("hq", "branch")
+# what sits between each fourth agent and its second relay: the lab scenario it probes
+BEHIND = ("mail-shield", "corporate-proxy", "cisco-asa", "relay")
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """Who probes what: agent i on 127.0.0.(10+i), site SITES[i * len(SITES) // n], targets: the lab
+    relay, the IMAPS server, and the scenario BEHIND[i % 4] (so a quarter is intercepted by a product
+    the patterns name, a quarter by an unknown corporate CA, a quarter stripped). The first `traced` agents
+    trace the path too."""
+
+    agents: int
+    interval: str = "5s"
+    traced: int = 2  # the first agents also trace the path (on verdict changes: raw sockets, root)
+
+    def address(self, i: int) -> str:
+        return f"127.0.0.{10 + i}"
+
+    def site(self, i: int) -> str:
+        return SITES[i * len(SITES) // self.agents]
+
+    def scenarios(self, i: int) -> tuple[str, ...]:
+        behind = BEHIND[i % len(BEHIND)]
+        return ("relay", "imaps") if behind == "relay" else ("relay", "imaps", behind)
+
+    def expected_intercepted(self, site: str | None = None) -> int:
+        return sum(
+            1
+            for i in range(self.agents)
+            if BEHIND[i % len(BEHIND)] in ("mail-shield", "corporate-proxy") and site in (None, self.site(i))
+        )
+
+
+def fleet_configs(tmp: Path, plan: FleetPlan, lab: Any) -> list[tuple[Path, str]]:
+    """One agent config per agent of `plan` against the running lab `lab` (relaywatch.lab.demo.Lab)."""
+    by_name = {s.name: s.target for s in lab.scenarios}
+    out = []
+    for i in range(plan.agents):
+        cfg = tmp / f"agent-{i}.yml"
+        cfg.write_text(
+            f"interval: {plan.interval}\ntimeout: 3s\nprofile: {lab.directory}/lab-profile.yml\n"
+            + ("path: {every: 3, timeout: 1s}\n" if i < plan.traced else "path: {enabled: false}\n")
+            + "host: {interval: 1h}\ntargets:\n"
+            + "".join(f"  - target: {by_name[s]}\n" for s in plan.scenarios(i))
+        )
+        out.append((cfg, plan.address(i)))
+    return out
+
+
+def fleet_sd(path: Path, plan: FleetPlan, agents: list[FleetAgent]) -> Path:
+    """The inventory as file_sd_configs reads it: one group per site."""
+    groups = [
+        {
+            "targets": [a.instance for i, a in enumerate(agents) if plan.site(i) == site],
+            "labels": {"site": site},
+        }
+        for site in SITES
+    ]
+    return write_sd(path, groups)

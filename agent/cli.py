@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--push.gateway", dest="push_gateway", help="Pushgateway URL to push to after each probe")
     r.add_argument(
         "--textfile",
-        help="write textfile-collector output (node_exporter, windows_exporter) to this file, or to relaywatch.prom in this directory (atomically)",
+        help="write textfile-collector output (node_exporter, windows_exporter) to this file, "
+        "or to relaywatch.prom in this directory (atomically)",
     )
     r.add_argument(
         "--events.file", dest="events_file", help="evidence log: JSON lines, one per verdict change"

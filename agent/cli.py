@@ -96,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         "--web.config.file", dest="web_config_file", help="exporter-toolkit web config (TLS, basic auth)"
     )
     r.add_argument("--push.gateway", dest="push_gateway", help="Pushgateway URL to push to after each probe")
-    r.add_argument("--textfile", help="write node_exporter textfile-collector output here (atomically)")
+    r.add_argument(
+        "--textfile",
+        help="write textfile-collector output (node_exporter, windows_exporter) to this file, "
+        "or to relaywatch.prom in this directory (atomically)",
+    )
     r.add_argument(
         "--events.file", dest="events_file", help="evidence log: JSON lines, one per verdict change"
     )

@@ -96,6 +96,41 @@ def verdict_mappings() -> list[dict]:
     ]
 
 
+def fleet_bars(title: str, description: str, record: str, by: str) -> dict:
+    """A bar per group of a fleet recording rule (packaging/prometheus/relaywatch-recording.yml): a few
+    series whatever the number of hosts, so the panel stays cheap at 100,000 hosts."""
+    return panel(
+        "bargauge",
+        title,
+        description,
+        [target(record, f"{{{{{by}}}}}", instant=True)],
+        8,
+        6,
+        options={"displayMode": "basic", "orientation": "horizontal"},
+    )
+
+
+FLEET = [
+    fleet_bars(
+        "Fleet: hosts intercepted by product",
+        "Hosts with at least one intercepted relay, by the product named (recording rule).",
+        "relaywatch:hosts_intercepted:count_by_product",
+        "product",
+    ),
+    fleet_bars(
+        "Fleet: hosts intercepted by site",
+        "Hosts with at least one intercepted relay, by the site label of the inventory (recording rule).",
+        "relaywatch:hosts_intercepted:count_by_site",
+        "site",
+    ),
+    fleet_bars(
+        "Fleet: hosts by verdict",
+        "Hosts with at least one target in each verdict (recording rule); a host may count in several.",
+        "relaywatch:hosts:count_by_verdict",
+        "verdict",
+    ),
+]
+
 PANELS = [
     hosts_with(
         "Hosts intercepted now",
@@ -224,6 +259,7 @@ PANELS = [
         24,
         {"Value": "middlebox"},
     ),
+    *FLEET,
 ]
 
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(openssl ca-certificates iproute2 iptables procps sslsplit postfix knot knot-dnsutils unbound
-      prometheus prometheus-pushgateway prometheus-blackbox-exporter chromium
+      prometheus prometheus-pushgateway prometheus-blackbox-exporter prometheus-alertmanager chromium
       python3-venv systemd)  # python3-venv: the .deb build; systemd: systemd-analyze; knot, unbound: DANE lab
 missing=()
 for p in "${DEBS[@]}"; do
@@ -20,7 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian starts these services on install; the tests start their own instances.
-for svc in postfix knot unbound prometheus prometheus-pushgateway prometheus-blackbox-exporter prometheus-node-exporter; do
+for svc in postfix knot unbound prometheus prometheus-pushgateway prometheus-blackbox-exporter \
+           prometheus-alertmanager prometheus-node-exporter; do
   systemctl stop "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
 done
 

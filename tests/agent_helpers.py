@@ -14,6 +14,8 @@ from relaywatch.lab.demo import Lab
 
 from tests.support import ROOT, free_port, get, stop, wait_for, which
 
+RECORDING_RULES = ROOT / "packaging" / "prometheus" / "relaywatch-recording.yml"  # the dashboard's fleet view
+
 
 @dataclass
 class Agent:
@@ -62,11 +64,13 @@ def run_agent(
 
 @contextlib.contextmanager
 def prometheus(tmp: Path, agent: Agent) -> Iterator[str]:
-    """A real Prometheus server scraping `agent` every second; yields its API base URL."""
+    """A real Prometheus server scraping `agent` every second, with the fleet recording rules; yields its
+    API base URL."""
     port = free_port()
     cfg = tmp / "prometheus.yml"
     cfg.write_text(
-        "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: relaywatch\n"
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{RECORDING_RULES}']\nscrape_configs:\n  - job_name: relaywatch\n"
         f"    static_configs: [{{targets: ['{agent.url.removeprefix('http://')}']}}]\n"
     )
     argv = [

@@ -76,7 +76,9 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
 
             wait_for(
                 lambda: (
-                    query("relaywatch_path_middlebox_detected") and len(query("relaywatch_verdict == 1")) == 3
+                    query("relaywatch_path_middlebox_detected")
+                    and len(query("relaywatch_verdict == 1")) == 3
+                    and query("relaywatch:hosts_intercepted:count_by_product")  # the rules ran since
                 ),
                 90,
             )

@@ -94,9 +94,20 @@ def push(url: str, job: str, instance: str, body: bytes, timeout: float = PUSH_T
             raise OSError(f"Pushgateway answered {response.status}")
 
 
-def write_textfile(body: bytes, path: str) -> None:
-    """node_exporter reads the file at any moment: write beside it, then rename over it."""
+TEXTFILE_NAME = "relaywatch.prom"  # in a directory: what node_exporter and windows_exporter collect (*.prom)
+
+
+def textfile_path(path: str) -> Path:
+    """PATH itself, or PATH/relaywatch.prom when PATH is a directory (node_exporter's
+    --collector.textfile.directory, windows_exporter's textfile_inputs)."""
     target = Path(path)
+    return target / TEXTFILE_NAME if target.is_dir() else target
+
+
+def write_textfile(body: bytes, path: str) -> None:
+    """The exporters read the file at any moment: write beside it, then rename over it (os.replace is
+    atomic on POSIX and replaces an existing file on Windows too)."""
+    target = textfile_path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -4,10 +4,12 @@ Mozilla's root program (as shipped by certifi). This explains why an interceptio
 from __future__ import annotations
 
 import functools
+import re
 import ssl
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterable
 
 import certifi
 from cryptography import x509
@@ -26,24 +28,49 @@ def mozilla_spki() -> frozenset[str]:
         return frozenset(spki_sha256(c) for c in x509.load_pem_x509_certificates(f.read()))
 
 
+WINDOWS_STORES = ("ROOT", "CA")
+MACOS_KEYCHAINS = (
+    "/Library/Keychains/System.keychain",
+    "/System/Library/Keychains/SystemRootCertificates.keychain",
+)
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def windows_store_certs(entries: Iterable[tuple[bytes, str, object]]) -> list[x509.Certificate]:
+    """The certificates of one `ssl.enum_certificates(store)` answer: (bytes, encoding, trust) tuples,
+    encoding "x509_asn" (a DER certificate) or "pkcs_7_asn" (skipped), trust True or a set of usage
+    OIDs. One unreadable entry is skipped, not the store."""
+    certs = []
+    for der, encoding, _trust in entries:
+        if encoding == "x509_asn":
+            try:
+                certs.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                continue
+    return certs
+
+
+def macos_keychain_certs(pem: bytes) -> list[x509.Certificate]:
+    """The certificates of `security find-certificate -a -p KEYCHAIN` output (PEM blocks one after the
+    other); one unreadable block is skipped, not the keychain."""
+    certs = []
+    for block in _PEM_BLOCK.findall(pem):
+        try:
+            certs.append(x509.load_pem_x509_certificate(block))
+        except ValueError:
+            continue
+    return certs
+
+
 def _platform_stores() -> list[tuple[str, list[x509.Certificate]]]:
     """Windows and macOS system stores, where the platform offers them (Linux: OpenSSL's paths only)."""
     found: list[tuple[str, list[x509.Certificate]]] = []
     if sys.platform == "win32":
-        for store in ("ROOT", "CA"):
-            certs = []
-            for der, enc, _trust in ssl.enum_certificates(store):  # type: ignore[attr-defined]
-                if enc == "x509_asn":
-                    try:
-                        certs.append(x509.load_der_x509_certificate(der))
-                    except ValueError:
-                        continue
-            found.append((f"windows:{store}", certs))
+        for store in WINDOWS_STORES:
+            entries = ssl.enum_certificates(store)  # type: ignore[attr-defined]
+            found.append((f"windows:{store}", windows_store_certs(entries)))
     elif sys.platform == "darwin":
-        for keychain in (
-            "/Library/Keychains/System.keychain",
-            "/System/Library/Keychains/SystemRootCertificates.keychain",
-        ):
+        for keychain in MACOS_KEYCHAINS:
             try:
                 pem = subprocess.run(
                     ["security", "find-certificate", "-a", "-p", keychain],
@@ -51,9 +78,9 @@ def _platform_stores() -> list[tuple[str, list[x509.Certificate]]]:
                     timeout=30,
                     check=False,
                 ).stdout
-                found.append((f"macos:{keychain}", x509.load_pem_x509_certificates(pem) if pem else []))
-            except (OSError, subprocess.TimeoutExpired, ValueError):
+            except (OSError, subprocess.TimeoutExpired):
                 continue
+            found.append((f"macos:{keychain}", macos_keychain_certs(pem)))
     return found
 
 

@@ -15,6 +15,7 @@ from relaywatch.export.exposition import CONTENT_TYPE, expose
 from relaywatch.export.metrics import series_layout
 from relaywatch.run import pages
 from relaywatch.run.config import TargetConfig
+from relaywatch.run.history import Entry
 from relaywatch.run.httpd import Request, Response, Server, ServerLimits
 from relaywatch.run.scheduler import Prober, options_for
 from relaywatch.run.series import Series
@@ -86,14 +87,25 @@ class Web:
         if path == "/" and method == "GET":
             return Response(200, pages.status_page(self.state).encode(), HTML)
         if path == "/details" and method == "GET":
-            try:
-                entry = self.state.find(int(query.get("id", ["0"])[0]))
-            except ValueError:
-                entry = None
+            entry = self._detail_entry(query)
             if entry is None:
                 return Response(404, b"No such probe in the history.\n")
             return Response(200, pages.detail_page(self.state, entry).encode(), HTML)
         return Response(404, b"Not found.\n")
+
+    def _detail_entry(self, query: dict[str, list[str]]) -> Entry | None:
+        """`?id=N` (a probe in the history) or `?target=T[&address=A]` (the latest probe of a target, as
+        an alert links to it: its labels name the target, never a probe id)."""
+        if "target" in query:
+            address = query.get("address", [None])[0]
+            for s in self.state.series():
+                if s.target == query["target"][0] and address in (None, s.address):
+                    return Entry(s.entry_id, s.target, s.result)
+            return None
+        try:
+            return self.state.find(int(query.get("id", ["0"])[0]))
+        except ValueError:
+            return None
 
     def reload_config(self, method: str) -> Response:
         if method != "POST":

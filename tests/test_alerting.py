@@ -1,0 +1,158 @@
+"""Alert delivery with the real thing: agents probing lab relays, Prometheus evaluating the shipped rules
+(only `for:` shortened), the shipped Alertmanager routing, grouping and inhibition, and a webhook that
+records what reaches a person. A mail shield is switched on in front of one agent's relay, then off."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+from relaywatch.lab.pki import make_lab_pki
+from relaywatch.lab.servers import LabServer, Mail, server_context
+
+from tests.fleet_support import (
+    ALERTMANAGER_CONFIG,
+    RECORDING_RULES,
+    Prom,
+    ShortLivedResigner,
+    Switch,
+    Webhook,
+    alertmanager,
+    fast_rules,
+    fleet,
+    prometheus_server,
+    site_config,
+    test_alertmanager_config,
+    webhook_receiver,
+    write_sd,
+)
+from tests.support import free_port, get, wait_for, which
+
+INHIBITED = ("RelaywatchChainChanged", "RelaywatchCertificateExpiring", "RelaywatchTLSDowngraded")
+
+
+def test_shipped_alertmanager_config_passes_amtool() -> None:
+    amtool = which("amtool")
+    if amtool is None:
+        pytest.skip("amtool (prometheus-alertmanager) is not installed")
+    check = subprocess.run(
+        [amtool, "check-config", str(ALERTMANAGER_CONFIG)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "1 inhibit rules" in check.stdout and "2 receivers" in check.stdout
+
+
+def test_routing_sends_critical_to_the_oncall_and_warnings_by_mail() -> None:
+    amtool = which("amtool")
+    if amtool is None:
+        pytest.skip("amtool (prometheus-alertmanager) is not installed")
+
+    def route(*labels: str) -> str:
+        out = subprocess.run(
+            [amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}", *labels],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return out.stdout.strip()
+
+    assert route("alertname=RelaywatchTLSInterception", "severity=critical") == "oncall"
+    assert route("alertname=RelaywatchChainChanged", "severity=warning") == "mail-security"
+
+
+def _am_alerts(am: str, name: str) -> list[dict[str, Any]]:
+    q = urllib.parse.quote(f'alertname="{name}"')
+    alerts: list[dict[str, Any]] = json.loads(get(f"{am}/api/v2/alerts?filter={q}")[1])
+    return alerts
+
+
+def _for_target(hook: Webhook, name: str, target: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(s, a) for s, a in hook.alerts(name) if a["labels"].get("target") == target]
+
+
+@pytest.mark.peers
+@pytest.mark.timeout(240)
+def test_an_interception_reaches_the_oncall_once_and_resolves(tmp_path: Path) -> None:
+    pki = make_lab_pki()
+    profile = pki.write(tmp_path / "lab")
+    with (
+        LabServer(Mail("smtp", server_context(pki.relay, [pki.issuing]))) as relay,
+        webhook_receiver() as hook,
+    ):
+        up = ("127.0.0.1", relay.port)
+        switch = Switch(up, ShortLivedResigner(up, pki.interception_ca, days=10))
+        with LabServer(switch) as shielded:
+            clean, watched = f"smtp://127.0.0.1:{relay.port}", f"smtp://127.0.0.1:{shielded.port}"
+            configs = []
+            for name, targets in (("a", [watched, clean]), ("b", [clean])):
+                cfg = tmp_path / f"agent-{name}.yml"
+                cfg.write_text(
+                    f"interval: 2s\ntimeout: 3s\nprofile: {profile}\npath: {{enabled: false}}\n"
+                    "targets:\n" + "".join(f"  - target: {t}\n" for t in targets)
+                )
+                configs.append(cfg)
+            port = free_port()
+            agents_at = [(configs[0], "127.0.0.2"), (configs[1], "127.0.0.3")]
+            with fleet(agents_at, port, tmp_path) as agents:
+                sd = write_sd(
+                    tmp_path / "sd.json",
+                    [{"targets": [a.instance for a in agents], "labels": {"site": "lab"}}],
+                )
+                am_cfg = test_alertmanager_config(tmp_path, hook.url)
+                with alertmanager(tmp_path, am_cfg) as am:
+                    config = site_config(
+                        sd,
+                        [fast_rules(tmp_path), RECORDING_RULES],
+                        alertmanager=am.removeprefix("http://"),
+                    )
+                    with prometheus_server(tmp_path, "site", config) as prom:
+                        _scenario(prom, am, hook, switch, watched, agents[0].instance)
+
+
+def _scenario(prom: Prom, am: str, hook: Webhook, switch: Switch, watched: str, instance: str) -> None:
+    wait_for(lambda: len(prom.query('relaywatch_verdict{verdict="ok"} == 1')) == 3, 60)
+    assert not hook.notifications(), hook.notifications()
+
+    switch.on.set()
+    fired = wait_for(lambda: _for_target(hook, "RelaywatchTLSInterception", watched), 60)
+    status, alert = fired[0]
+    assert status == "firing" and alert["labels"]["instance"] == instance
+    notes = alert["annotations"]
+    product = prom.query(f'relaywatch_interceptor_info{{target="{watched}"}}')[0]["metric"]["product"]
+    assert watched in notes["summary"] and watched in notes["description"]
+    assert notes["product"] == product and "Avast" in product
+    details = notes["details"]
+    assert details.startswith(f"http://{instance}/details?target=")
+    code, page = get(details)
+    assert code == 200 and "intercepted" in page, page[:500]
+
+    # the forged leaf lives 10 days: RelaywatchCertificateExpiring fires in Prometheus, Alertmanager
+    # holds it back because the interception explains it
+    wait_for(
+        lambda: prom.query(
+            f'ALERTS{{alertname="RelaywatchCertificateExpiring", alertstate="firing", target="{watched}"}}'
+        ),
+        90,
+    )
+    held = wait_for(
+        lambda: [a for a in _am_alerts(am, "RelaywatchCertificateExpiring") if a["status"]["inhibitedBy"]], 30
+    )
+    assert held[0]["status"]["state"] == "suppressed" and held[0]["labels"]["target"] == watched
+    time.sleep(5)  # more than two group intervals: anything not held back would have been sent by now
+    for name in INHIBITED:
+        assert not _for_target(hook, name, watched), (name, hook.notifications())
+
+    switch.on.clear()
+    wait_for(lambda: _for_target(hook, "RelaywatchTLSInterception", watched)[-1][0] == "resolved", 60)
+    time.sleep(3)
+    firing = [s for s, _ in _for_target(hook, "RelaywatchTLSInterception", watched) if s == "firing"]
+    assert len(firing) == 1, hook.notifications()
+    for name in INHIBITED:
+        assert not _for_target(hook, name, watched), (name, hook.notifications())
+    receivers = {path for path, _ in hook.notifications()}
+    assert receivers == {"/oncall"}, receivers  # critical: the on-call's webhook; nothing else fired

@@ -37,6 +37,13 @@ def spki_sha256(cert: x509.Certificate) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+# What cryptography raises for an extension an attacker made unreadable: a duplicate (DuplicateExtension
+# is no ValueError), a malformed value (ValueError), an empty sequence where members are required (an
+# empty TLS Feature: TypeError). Such an extension reads as absent; the chain is still judged.
+UNREADABLE: tuple[type[Exception], ...] = (ValueError, TypeError, x509.DuplicateExtension)
+ABSENT_OR_UNREADABLE: tuple[type[Exception], ...] = (x509.ExtensionNotFound, *UNREADABLE)
+
+
 def _tlv(data: bytes, pos: int) -> tuple[int, int]:
     """(start of value, end of element) of the DER element at `pos`."""
     if pos + 2 > len(data):
@@ -79,7 +86,7 @@ def common_name(name: x509.Name) -> str:
 def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+    except ABSENT_OR_UNREADABLE:
         return ()
     names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
     names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
@@ -89,14 +96,14 @@ def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
 def is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
+    except ABSENT_OR_UNREADABLE:
         return False
 
 
 def sct_count(cert: x509.Certificate) -> int:
     try:
         ext = cert.extensions.get_extension_for_class(x509.PrecertificateSignedCertificateTimestamps)
-    except (x509.ExtensionNotFound, ValueError):
+    except ABSENT_OR_UNREADABLE:
         return 0
     return len(ext.value)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.x509 import verification as v
-from relaywatch.analysis.certs import dns_names, fingerprint, rfc4514
+from relaywatch.analysis.certs import ABSENT_OR_UNREADABLE, dns_names, fingerprint, rfc4514
 
 # What a local OpenSSL client would accept: any extensions, as long as CAs say they are CAs.
 _LENIENT_CA = v.ExtensionPolicy.permit_all().require_present(
@@ -244,7 +244,7 @@ def _leaf_subjects(leaf: x509.Certificate) -> tuple[v.Subject, ...]:
     that looks like an address stays a DNS name (it never matches an IP SAN)."""
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+    except ABSENT_OR_UNREADABLE:
         return ()
     out: list[v.Subject] = []
     for name in san.get_values_for_type(x509.DNSName):

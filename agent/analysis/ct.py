@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from relaywatch.analysis.certs import fingerprint, spki_sha256
+from relaywatch.analysis.certs import UNREADABLE, fingerprint, spki_sha256
 from relaywatch.filestamp import file_key
 from relaywatch.model import CTReport, SCTCheck
 
@@ -157,7 +157,7 @@ def _check(leaf: x509.Certificate, issuer: x509.Certificate | None, logs: LogLis
         ext = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2"))
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:  # duplicate extensions or an SCT list the parser refuses
+    except UNREADABLE as exc:  # duplicate extensions or an SCT list the parser refuses
         return CTReport((), 0, logs.version, f"the SCT list cannot be read: {exc}")
     if not isinstance(ext.value, x509.PrecertificateSignedCertificateTimestamps):
         return CTReport((), 0, logs.version, "the SCT list cannot be read")

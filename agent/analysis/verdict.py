@@ -52,16 +52,28 @@ def analyze(
     try:
         return _analyze(record, profile, at, host)
     except Exception as exc:
-        finding = Finding(
-            "analysis_failed",
-            CRIT,
-            f"the evidence could not be analysed ({type(exc).__name__}: "
-            f"{exc}); it is kept in the transcript and chain",
-            Verdict.PROTOCOL_ERROR,
-        )
-        return Analysis(
-            profile.name, profile.version, at, Verdict.PROTOCOL_ERROR, (finding,), (), (), None, None
-        )
+        return _fail_closed(record, profile, at, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _fail_closed(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, why: str) -> Analysis:
+    """Fail closed: a chain that breaks the analysis is an interceptor's unless it is provably the
+    operator's (a path by signature to the profile's anchors); only then is it our problem, not theirs."""
+    verdict, whose = Verdict.INTERCEPTED, "it does not lead to the profile's anchors by signature"
+    try:
+        chain = [certinfo.from_der(d) for d in (record.tls.chain_der if record.tls else ())]
+        if not chain:
+            verdict, whose = Verdict.PROTOCOL_ERROR, "no certificate was presented"
+        elif membership(chain, profile.pool).member:
+            verdict, whose = Verdict.PROTOCOL_ERROR, "it is the profile's own chain"
+    except Exception:  # not even readable: a forged chain is as likely as anything
+        pass
+    finding = Finding(
+        "analysis_failed",
+        CRIT,
+        f"the evidence could not be analysed ({why}); {whose}: the raw chain and the transcript are kept",
+        verdict,
+    )
+    return Analysis(profile.name, profile.version, at, verdict, (finding,), (), (), None, None)
 
 
 @dataclass(frozen=True, slots=True)

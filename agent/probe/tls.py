@@ -152,15 +152,17 @@ def _certificate_list(body: bytes) -> list[bytes]:
 
 
 def _capped(ders: list[bytes], clock: Clock) -> tuple[list[bytes], int]:
+    """The presented chain up to the caps, in order. The leaf is always kept, whatever its size (the
+    handshake's byte cap bounds it): skipping it would make the next certificate, perhaps the relay's real
+    leaf copied behind a forged one, pass for the leaf. Past the first certificate over a cap nothing more
+    is kept, so no certificate moves up a position."""
     limits = clock.limits
     chain: list[bytes] = []
-    dropped = 0
     for der in ders:
-        if len(chain) >= limits.max_chain or len(der) > limits.max_cert_size:
-            dropped += 1
-            continue
+        if chain and (len(chain) >= limits.max_chain or len(der) > limits.max_cert_size):
+            break
         chain.append(der)
-    return chain, dropped
+    return chain, len(ders) - len(chain)
 
 
 def _session(conn: SSL.Connection, clock: Clock) -> TLSSession:

@@ -3,16 +3,21 @@ move up to the leaf's place (found by the red-team pass; each case gave `protoco
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from relaywatch.analysis.profile import TrustProfile
+from relaywatch.analysis.profile import TrustProfile, load_profile
+from relaywatch.lab.demo import public_ca
 from relaywatch.lab.pki import LAB_NAMES, Issued, LabPKI, make_leaf
-from relaywatch.model import Verdict
+from relaywatch.model import DNSAnswer, GatewayDNS, Verdict
 from relaywatch.probe.limits import Clock, Limits
 from relaywatch.probe.tls import _capped
+from relaywatch.target import Target
 
 from tests.support import judged, record
 
@@ -99,3 +104,24 @@ def test_an_oversized_forged_leaf_before_the_real_chain_is_intercepted(
     ders = [c.public_bytes(Encoding.DER) for c in (pad, pki.relay.cert, pki.issuing.cert)]
     kept, _ = _capped(ders, Clock(Limits()))
     assert judged(record(*kept), lab_profile).verdict is Verdict.INTERCEPTED
+
+
+def test_a_public_certificate_for_an_unauthenticated_mx_name_is_intercepted(
+    pki: LabPKI, tmp_path: Path
+) -> None:
+    """mx: targets: the MX host name comes from DNS. Without DNSSEC (or an enforced MTA-STS policy that
+    lists it), an attacker who spoofs the MX answer can present a genuine public certificate of its own."""
+    public = public_ca(tmp_path)
+    profile = load_profile(str(pki.write(tmp_path, public_roots="public-roots.pem", ct_logs="ct-logs.json")))
+    plain = judged(record(public.leaf, public.ca, target="smtp://smtp.relaywatch.test:25"), profile)
+    assert plain.verdict is Verdict.UNEXPECTED_ISSUER  # a name the user chose: a CA change
+    target = Target("mx:relaywatch.test", "mx", "smtp.relaywatch.test", 25)
+    base = dataclasses.replace(record(public.leaf, public.ca), target=target)
+
+    def via(mx_secure: bool) -> Verdict:
+        mx = DNSAnswer("relaywatch.test", "MX", "ok", mx_secure, ("10 smtp.relaywatch.test.",))
+        dns = GatewayDNS("smtp.relaywatch.test", None, None, "relaywatch.test", mx)
+        return judged(dataclasses.replace(base, dns=dns), profile).verdict
+
+    assert via(mx_secure=False) is Verdict.INTERCEPTED
+    assert via(mx_secure=True) is Verdict.UNEXPECTED_ISSUER

@@ -106,6 +106,7 @@ def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: 
     findings += more
     dane, mta_sts, more = _gateway(record, chain, profile, at)
     findings += more
+    findings = _unexpected_issuer_needs_a_trusted_name(findings, record, mta_sts)
     if dane is not None and dane.status is DaneStatus.VERIFIED:
         findings, interceptor = _dane_overrules(findings), None
     infos = tuple(
@@ -130,6 +131,32 @@ def _analyze(record: ProbeRecord, profile: TrustProfile, at: dt.datetime, host: 
         dane,
         mta_sts,
     )
+
+
+def _unexpected_issuer_needs_a_trusted_name(
+    findings: list[Finding], record: ProbeRecord, mta_sts: MtaStsResult | None
+) -> list[Finding]:
+    """A public certificate proves something only for a name the user chose or DNSSEC (or an enforced
+    MTA-STS policy) vouches for: for an mx: target whose MX answer is neither, an attacker who spoofed the
+    MX record could present a genuine public certificate of a host of its own."""
+    if record.target.scheme != "mx" or not any(f.verdict is Verdict.UNEXPECTED_ISSUER for f in findings):
+        return findings
+    mx = record.dns.mx if record.dns else None
+    vouched = (mx is not None and mx.secure) or (
+        mta_sts is not None and mta_sts.mode == "enforce" and mta_sts.matched is True
+    )
+    if vouched:
+        return findings
+    why = (
+        "; but the MX host name comes from a DNS answer neither DNSSEC nor an enforced MTA-STS policy "
+        "vouches for, so a certificate that is valid for it proves nothing: judged as interception"
+    )
+    return [
+        Finding(f.code, CRIT, f.message + why, Verdict.INTERCEPTED)
+        if f.verdict is Verdict.UNEXPECTED_ISSUER
+        else f
+        for f in findings
+    ]
 
 
 # --------------------------------------------------------------------------- gateway hosts: DANE, MTA-STS

@@ -39,7 +39,7 @@ class PublicCA:
     leaf: Issued  # with SCTs from two lab logs of two operators
 
 
-def _public_ca(directory: Path) -> PublicCA:
+def public_ca(directory: Path) -> PublicCA:
     """A lab 'public root program' and two lab CT logs, written as public-roots.pem and ct-logs.json."""
     from relaywatch.lab import ctlog
 
@@ -60,7 +60,7 @@ def running_lab(host: str = "127.0.0.1") -> Iterator[Lab]:
     pki = make_lab_pki()
     with tempfile.TemporaryDirectory(prefix="relaywatch-lab-") as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
-        public = _public_ca(directory)  # the relay's operator moved to a public CA: CT-logged
+        public = public_ca(directory)  # the relay's operator moved to a public CA: CT-logged
         profile = load_profile(
             str(pki.write(directory, public_roots="public-roots.pem", ct_logs="ct-logs.json"))
         )

@@ -64,7 +64,10 @@ class ServerLimits:
     backlog: int = 512
     priority_threads: int = 2  # /metrics and health checks
     other_threads: int = 4  # pages, /probe, reload
-    queue_size: int = 64  # requests waiting for a handler thread, per class
+    # requests waiting for a handler thread: scrapes are small and quick, so a burst of them waits (as many as
+    # the backlog holds) rather than being refused; pages and /probe are the expensive class
+    priority_queue_size: int = 512
+    queue_size: int = 64
     fd_reserve: int = 48  # descriptors left for the rest of the agent (worker pipes, logs, outputs)
 
 
@@ -121,7 +124,7 @@ class Server:
         self._conns: dict[socket.socket, _Conn] = {}
         self._done: queue.SimpleQueue[tuple[_Conn, bytes, bool]] = queue.SimpleQueue()
         self._queues = (
-            queue.Queue[tuple[_Conn, Request] | None](limits.queue_size),
+            queue.Queue[tuple[_Conn, Request] | None](limits.priority_queue_size),
             queue.Queue[tuple[_Conn, Request] | None](limits.queue_size),
         )
         self._stop = threading.Event()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from relaywatch.lab.demo import Lab
 
-from tests.support import ROOT, free_port, get, stop, wait_for, which
+from tests.support import ROOT, agent_argv, free_port, get, stop, wait_for, which
 
 RECORDING_RULES = ROOT / "packaging" / "prometheus" / "relaywatch-recording.yml"  # the dashboard's fleet view
 
@@ -33,19 +32,7 @@ def run_agent(
 ) -> Iterator[Agent]:
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "relaywatch",
-            "run",
-            "--config.file",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--log.level",
-            "debug",
-            *args,
-        ],
+        agent_argv(config, f"127.0.0.1:{port}", "--log.level", "debug", *args),
         cwd=ROOT,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,

@@ -12,7 +12,6 @@ import re
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from relaywatch.lab.servers import LabServer, server_context
 
 from tests.agent_helpers import RECORDING_RULES as RECORDING_RULES  # the test files import it from here
 from tests.agent_helpers import service
-from tests.support import ROOT, free_port, get, stop, wait_for, which
+from tests.support import ROOT, agent_argv, free_port, get, stop, wait_for, which
 
 PROM_DIR = ROOT / "packaging" / "prometheus"
 ALERT_RULES = PROM_DIR / "relaywatch-rules.yml"
@@ -286,16 +285,7 @@ def start_agent(config: Path, address: str, port: int, log: Path) -> FleetAgent:
     fill up and stall it)."""
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relaywatch",
-                "run",
-                "--config.file",
-                str(config),
-                "--web.listen-address",
-                f"{address}:{port}",
-            ],
+            agent_argv(config, f"{address}:{port}"),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=err,

@@ -475,3 +475,27 @@ def client_sent(far: socket.socket) -> list[str]:
             data += chunk
     far.setblocking(True)
     return data.decode().splitlines()
+
+
+def agent_argv(config: Path, listen: str, *args: str) -> list[str]:
+    """`relaywatch run` with this config on this address: the one command line every test agent uses."""
+    return [
+        sys.executable,
+        "-m",
+        "relaywatch",
+        "run",
+        "--config.file",
+        str(config),
+        "--web.listen-address",
+        listen,
+        *args,
+    ]
+
+
+def der_tlv(tag: int, body: bytes) -> bytes:
+    """One DER tag-length-value, for certificates no builder would write."""
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body

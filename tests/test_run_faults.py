@@ -21,7 +21,7 @@ from relaywatch.lab.demo import Lab
 
 from tests import support
 from tests.agent_helpers import Agent, lab_config, run_agent
-from tests.support import ROOT, free_port, get, stop, wait_for
+from tests.support import ROOT, agent_argv, free_port, get, stop, wait_for
 
 pytestmark = pytest.mark.peers
 
@@ -126,16 +126,7 @@ def _popen_agent(config: Path, nofile: int) -> tuple[subprocess.Popen[str], str]
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "relaywatch",
-            "run",
-            "--config.file",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-        ],
+        agent_argv(config, f"127.0.0.1:{port}"),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -19,17 +19,9 @@ from relaywatch.probe.limits import Clock, Limits
 from relaywatch.probe.tls import _capped
 from relaywatch.target import Target
 
-from tests.support import judged, record
+from tests.support import der_tlv, judged, record
 
 _ECDSA_SHA256 = bytes.fromhex("06082a8648ce3d040302")
-
-
-def _tlv(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + body
 
 
 def _patched(cert: x509.Certificate, issuer: Issued, old: bytes, new: bytes) -> bytes:
@@ -40,7 +32,7 @@ def _patched(cert: x509.Certificate, issuer: Issued, old: bytes, new: bytes) -> 
     key = issuer.key
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     sig = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
-    return _tlv(0x30, tbs + _tlv(0x30, _ECDSA_SHA256) + _tlv(0x03, b"\x00" + sig))
+    return der_tlv(0x30, tbs + der_tlv(0x30, _ECDSA_SHA256) + der_tlv(0x03, b"\x00" + sig))
 
 
 def _unknown_oid_leaf(issuer: Issued, value: bytes) -> x509.Certificate:

@@ -18,7 +18,7 @@ from relaywatch.analysis.profile import TrustProfile
 from relaywatch.lab.pki import Issued, LabPKI
 from relaywatch.model import Verdict
 
-from tests.support import EMPTY_HOST_STORE, cn_name, codes, host_store_of, judged, record
+from tests.support import EMPTY_HOST_STORE, cn_name, codes, der_tlv, host_store_of, judged, record
 
 TARGET = "smtp.relaywatch.test"  # the name record() probes
 
@@ -52,18 +52,10 @@ ODD = (
 )
 
 
-def _tlv(tag: int, body: bytes) -> bytes:
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + body
-
-
 def _san(dns: list[bytes], ips: list[bytes]) -> x509.UnrecognizedExtension:
     """dNSName [2] and iPAddress [7], implicitly tagged, exactly the bytes given."""
-    body = b"".join(_tlv(0x82, d) for d in dns) + b"".join(_tlv(0x87, i) for i in ips)
-    return x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, _tlv(0x30, body))
+    body = b"".join(der_tlv(0x82, d) for d in dns) + b"".join(der_tlv(0x87, i) for i in ips)
+    return x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, der_tlv(0x30, body))
 
 
 def _leaf(issuer: Issued, dns: list[bytes], ips: list[bytes]) -> x509.Certificate:

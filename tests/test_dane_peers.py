@@ -73,6 +73,15 @@ def gateway(pki: LabPKI, lab_dir: Path, tmp_path_factory: pytest.TempPathFactory
             "_25._tcp.mx6 TLSA 3 1 1 abcd",
             f"_25._tcp.mx6 TLSA 0 0 1 {ee}",
             "bogus A 127.0.77.1",
+            # RFC 7672 §2.2.3: a secure CNAME is expanded for the TLSA base name, then the original is tried
+            "mxc CNAME mxt.lab.test.",
+            "mxt A 127.0.77.1",
+            f"_25._tcp.mxt TLSA 3 1 1 {ee}",
+            "_25._tcp.mxc TLSA 3 1 1 " + "00" * 32,
+            "mxd CNAME mxu.lab.test.",
+            "mxu A 127.0.77.1",
+            f"_25._tcp.mxd TLSA 3 1 1 {ee}",
+            "mxi CNAME mx9.plain.test.",
             '_mta-sts TXT "v=STSv1; id=lab20261201"',
             "mta-sts A 127.0.77.10",
         ],
@@ -150,6 +159,31 @@ def test_malformed_and_unusable_tlsa_records_are_findings(gateway: Gateway) -> N
         r
     )  # dnspython refuses a digest of the wrong length: the RRset is malformed
     assert r.verdict is Verdict.OK
+
+
+def test_tlsa_base_is_the_expanded_name_of_a_secure_cname_first(gateway: Gateway) -> None:
+    """mxc -> mxt: the records at the expanded name decide (those at mxc would mismatch)."""
+    r = one(gateway.check("mxc.lab.test:25"))
+    ev = r.record.dns
+    assert ev is not None and ev.addresses is not None and ev.addresses.cname == "mxt.lab.test"
+    assert ev.tlsa is not None and ev.tlsa.name == "_25._tcp.mxt.lab.test"
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.VERIFIED, r.analysis.dane
+    assert r.verdict is Verdict.OK
+
+
+def test_tlsa_falls_back_to_the_original_name_when_the_expanded_one_has_none(gateway: Gateway) -> None:
+    r = one(gateway.check("mxd.lab.test:25"))
+    ev = r.record.dns
+    assert ev is not None and ev.tlsa is not None and ev.tlsa.name == "_25._tcp.mxd.lab.test"
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.VERIFIED, r.analysis.dane
+
+
+def test_a_cname_into_an_unsigned_zone_is_no_dane(gateway: Gateway) -> None:
+    """mxi -> mx9.plain.test: the expansion is insecure, so its TLSA records (there are some) do not count."""
+    r = one(gateway.check("mxi.lab.test:25"))
+    ev = r.record.dns
+    assert ev is not None and ev.addresses is not None and not ev.addresses.secure and ev.tlsa is None
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.UNAVAILABLE
 
 
 def test_openssl_dane_agrees(gateway: Gateway) -> None:

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         help="validating resolver for gateway targets (port 25, mx:), ADDRESS[:PORT]; must be trusted and "
         "local: only its AD bit counts as DNSSEC (default: the system resolver)",
     )
-    c.add_argument("--dnssec", choices=[str(m) for m in DNSSECMode], default="auto", help="default auto")
+    c.add_argument("--dnssec", metavar="auto|require|off", default="auto", help="default auto")
     c.add_argument(
         "--path",
         action="store_true",
@@ -109,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
         dest="state_dir",
         help="where the baseline of each path is kept (default: $STATE_DIRECTORY, i.e. /var/lib/relaywatch "
         "under systemd, else $XDG_STATE_HOME/relaywatch)",
+    )
+    r.add_argument(
+        "--dns.resolver",
+        dest="dns_resolver",
+        help="validating resolver for gateway targets, ADDRESS[:PORT]; overrides the config's dns.resolver",
+    )
+    r.add_argument(
+        "--dnssec", metavar="auto|require|off", help="overrides the config's dns.dnssec (default: the config)"
     )
 
     ct = sub.add_parser("ct-logs", help="Certificate Transparency log lists")
@@ -181,12 +189,27 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _dns_config(args: argparse.Namespace) -> DNSConfig:
-    if args.dns_resolver is not None:
+    return DNSConfig(_resolver(args.dns_resolver), _dnssec(args.dnssec) or DNSSECMode.AUTO)
+
+
+def _resolver(text: str | None) -> str | None:
+    """--dns.resolver, checked here so that a bad one is one line and exit 2 (check and run alike)."""
+    if text is not None:
         try:
-            parse_resolver(args.dns_resolver)
+            parse_resolver(text)
         except ValueError as exc:
             raise UsageError(f"--dns.resolver: {exc}") from None
-    return DNSConfig(args.dns_resolver, DNSSECMode(args.dnssec))
+    return text
+
+
+def _dnssec(text: str | None) -> DNSSECMode | None:
+    if text is None:
+        return None
+    try:
+        return DNSSECMode(text)
+    except ValueError:
+        modes = ", ".join(str(m) for m in DNSSECMode)
+        raise UsageError(f"--dnssec {text[:40]!r}: one of {modes}") from None
 
 
 def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
@@ -301,6 +324,8 @@ def _run(args: argparse.Namespace) -> int:
             args.textfile,
             args.events_file,
             args.state_dir,
+            _resolver(args.dns_resolver),
+            _dnssec(args.dnssec),
         )
     )
     sys.stdout.flush()

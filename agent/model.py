@@ -169,6 +169,7 @@ class DNSAnswer:
     secure: bool  # the AD bit: the resolver validated the answer (or the denial)
     records: tuple[str, ...] = ()  # rdata in presentation form
     message: str = ""
+    cname: str = ""  # the fully CNAME-expanded name when the answer followed CNAMEs (RFC 7672 §2.2.3)
 
 
 @dataclass(frozen=True, slots=True)

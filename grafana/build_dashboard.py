@@ -260,6 +260,14 @@ PANELS = [
         {"Value": "middlebox"},
     ),
     *FLEET,
+    merged_table(
+        "DANE per gateway address",
+        "DANE state of gateway targets (port 25, mx:): verified, mismatch (interception), bogus (DNSSEC "
+        "validation fails) or unavailable (no secure TLSA records).",
+        [f"relaywatch_dane_status{{{SEL}}} == 1"],
+        12,
+        {"Value": None, "__name__": None},
+    ),
 ]
 
 

@@ -6,12 +6,19 @@ that matches none of its keys: everything in it is bogus), `plain.test` (unsigne
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.rdatatype
 
 from tests.support import stop, tail, which
 
@@ -153,3 +160,41 @@ def running_dns_lab(d: Path, zones: Mapping[str, Sequence[str]]) -> Iterator[DNS
         if unbound is not None:
             stop(unbound, "unbound", group=True)
         stop(knot, "knotd", group=True)
+
+
+@contextmanager
+def dropping(upstream: tuple[str, int], rdtypes: Sequence[str], at: str = "127.0.77.55") -> Iterator[str]:
+    """A resolver that answers most questions and never some: a UDP forwarder to `upstream` (Unbound)
+    that drops every question of the given types, as a resolver that times out in the middle of a
+    lookup would. Replies are passed on unchanged (the AD bit included). Yields "address:port"."""
+    dropped = {dns.rdatatype.from_text(t) for t in rdtypes}
+    done = threading.Event()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as front:
+        front.bind((at, 0))
+        front.settimeout(0.1)
+
+        def forward(query: bytes, client: tuple[str, int]) -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:
+                back.settimeout(3)
+                back.sendto(query, upstream)
+                with contextlib.suppress(OSError):
+                    front.sendto(back.recv(65535), client)
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    query, client = front.recvfrom(65535)
+                    question = dns.message.from_wire(query).question
+                except (OSError, dns.exception.DNSException):
+                    continue
+                if question and question[0].rdtype in dropped:
+                    continue
+                threading.Thread(target=forward, args=(query, client), daemon=True).start()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield f"{at}:{front.getsockname()[1]}"
+        finally:
+            done.set()
+            thread.join(timeout=5)

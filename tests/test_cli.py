@@ -79,6 +79,11 @@ def test_check_human_report(relay: LabServer, lab_dir: Path) -> None:
         (["check", "smtp://[::1].mail.protection.outlook.com:25"], "expected [IPv6 address]:port"),
         (["check", "--profile", "p" * 300, "h"], "profile"),
         (["analyze", "--host", "a b", str(LEAF_2021)], "--host"),
+        (["check", "--dnssec", "maybe", "mx:example.test"], "--dnssec 'maybe': one of auto, require, off"),
+        (["check", "--dns.resolver", "resolver.example", "mx:example.test"], "--dns.resolver"),
+        (["run", "--dnssec", "ON"], "--dnssec 'ON': one of auto, require, off"),
+        (["run", "--dns.resolver", "127.0.0.1:70000"], "out of range"),
+        (["run", "--dns.resolver", "dns.example"], "the resolver is an IP address"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], needle: str) -> None:

@@ -75,3 +75,21 @@ def test_errors_name_file_and_line(text: str, message: str, tmp_path: Path) -> N
     with pytest.raises(ConfigError) as err:
         parse_config(text, "c.yml", tmp_path)
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_command_line_dns_overrides_the_dns_section(tmp_path: Path) -> None:
+    """`run --dns.resolver/--dnssec` win over the config for configured and ad-hoc targets; unset keeps it."""
+    from relaywatch.probe.dnsconfig import DNSConfig, DNSSECMode
+    from relaywatch.run.config import with_dns
+
+    text = (
+        'dns: {resolver: "127.0.0.1:53", dnssec: require}\ntargets: [mx:contoso.test, smtp.contoso.test:25]\n'
+    )
+    c = parse_config(text, "c.yml", tmp_path)
+    assert c.dns == DNSConfig("127.0.0.1:53", DNSSECMode.REQUIRE)
+    assert with_dns(c, None, None) == c
+    both = with_dns(c, "[::1]:5353", DNSSECMode.OFF)
+    assert both.dns == DNSConfig("[::1]:5353", DNSSECMode.OFF)
+    assert {t.dns for t in both.targets} == {both.dns}
+    mode_only = with_dns(c, None, DNSSECMode.AUTO)
+    assert {t.dns for t in mode_only.targets} == {DNSConfig("127.0.0.1:53", DNSSECMode.AUTO)}

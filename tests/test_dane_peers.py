@@ -8,9 +8,14 @@ import hashlib
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.flags
+import dns.message
+import dns.query
+import dns.rdatatype
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from relaywatch.analysis.profile import TrustProfile, load_profile
@@ -19,13 +24,15 @@ from relaywatch.lab.proxies import Resigner, Stripper
 from relaywatch.lab.servers import LabServer, Mail, server_context
 from relaywatch.model import DaneStatus, ProbeResult, Verdict
 from relaywatch.pipeline import check
+from relaywatch.probe.dns import MAX_RECORD_TEXT
 from relaywatch.probe.dnsconfig import MTA_STS_CA_FILE_ENV, MTA_STS_PORT_ENV, DNSConfig
 from relaywatch.probe.limits import Limits
 from relaywatch.probe.options import ProbeOptions
 from relaywatch.target import parse_target
 
 from tests import dnslab
-from tests.support import codes, free_port
+from tests.agent_helpers import Agent, run_agent
+from tests.support import codes, free_port, get, samples, wait_for
 
 pytestmark = [
     pytest.mark.peers,
@@ -35,6 +42,8 @@ pytestmark = [
 ]
 RELAY, RESIGNED, STRIPPED, POLICY = "127.0.77.1", "127.0.77.4", "127.0.77.5", "127.0.77.10"
 NAMES = ("*.lab.test", "mx9.plain.test", "mta-sts.lab.test")
+# 65,297 bytes of rdata (17 + 255 x 256): with its signature, the largest a DNS message over TCP carries
+GIANT_TXT = " ".join(['"v=STSv1; id=big1"'] + ['"' + "x" * 255 + '"'] * 255)
 
 
 def spki(cert: Issued) -> str:
@@ -45,6 +54,7 @@ def spki(cert: Issued) -> str:
 class Gateway:
     def __init__(self, pki: LabPKI, leaf: Issued, profile: TrustProfile, resolver: str, d: Path) -> None:
         self.pki, self.leaf, self.profile, self.resolver, self.dir = pki, leaf, profile, resolver, d
+        self.profile_file = ""
 
     def check(self, target: str, timeout: float = 8.0) -> list[ProbeResult]:
         options = ProbeOptions(
@@ -73,6 +83,23 @@ def gateway(pki: LabPKI, lab_dir: Path, tmp_path_factory: pytest.TempPathFactory
             "_25._tcp.mx6 TLSA 3 1 1 abcd",
             f"_25._tcp.mx6 TLSA 0 0 1 {ee}",
             "bogus A 127.0.77.1",
+            # RFC 7672 §2.2.3: a secure CNAME is expanded for the TLSA base name, then the original is tried
+            "mxc CNAME mxt.lab.test.",
+            "mxt A 127.0.77.1",
+            f"_25._tcp.mxt TLSA 3 1 1 {ee}",
+            "_25._tcp.mxc TLSA 3 1 1 " + "00" * 32,
+            "mxd CNAME mxu.lab.test.",
+            "mxu A 127.0.77.1",
+            f"_25._tcp.mxd TLSA 3 1 1 {ee}",
+            "mxi CNAME mx9.plain.test.",
+            # bad input from the zone: a TXT record as near 64 KiB as a DNS message allows, TLSA rdata
+            # cut short (usage and selector only) and a SHA-256 record without its digest
+            "big MX 10 mx1.lab.test.",
+            f"_mta-sts.big TXT {GIANT_TXT}",
+            "mx7 A 127.0.77.1",
+            r"_25._tcp.mx7 TYPE52 \# 2 0301",
+            "mx8 A 127.0.77.1",
+            r"_25._tcp.mx8 TYPE52 \# 3 030101",
             '_mta-sts TXT "v=STSv1; id=lab20261201"',
             "mta-sts A 127.0.77.10",
         ],
@@ -92,7 +119,9 @@ def gateway(pki: LabPKI, lab_dir: Path, tmp_path_factory: pytest.TempPathFactory
         LabServer(Resigner((RELAY, 25), pki.interception_ca), RESIGNED, 25),
         LabServer(Stripper((RELAY, 25)), STRIPPED, 25),
     ):
-        yield Gateway(pki, leaf, load_profile(str(profile_file)), dns.resolver, d)
+        lab = Gateway(pki, leaf, load_profile(str(profile_file)), dns.resolver, d)
+        lab.profile_file = str(profile_file)
+        yield lab
 
 
 def one(results: list[ProbeResult]) -> ProbeResult:
@@ -150,6 +179,31 @@ def test_malformed_and_unusable_tlsa_records_are_findings(gateway: Gateway) -> N
         r
     )  # dnspython refuses a digest of the wrong length: the RRset is malformed
     assert r.verdict is Verdict.OK
+
+
+def test_tlsa_base_is_the_expanded_name_of_a_secure_cname_first(gateway: Gateway) -> None:
+    """mxc -> mxt: the records at the expanded name decide (those at mxc would mismatch)."""
+    r = one(gateway.check("mxc.lab.test:25"))
+    ev = r.record.dns
+    assert ev is not None and ev.addresses is not None and ev.addresses.cname == "mxt.lab.test"
+    assert ev.tlsa is not None and ev.tlsa.name == "_25._tcp.mxt.lab.test"
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.VERIFIED, r.analysis.dane
+    assert r.verdict is Verdict.OK
+
+
+def test_tlsa_falls_back_to_the_original_name_when_the_expanded_one_has_none(gateway: Gateway) -> None:
+    r = one(gateway.check("mxd.lab.test:25"))
+    ev = r.record.dns
+    assert ev is not None and ev.tlsa is not None and ev.tlsa.name == "_25._tcp.mxd.lab.test"
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.VERIFIED, r.analysis.dane
+
+
+def test_a_cname_into_an_unsigned_zone_is_no_dane(gateway: Gateway) -> None:
+    """mxi -> mx9.plain.test: the expansion is insecure, so its TLSA records (there are some) do not count."""
+    r = one(gateway.check("mxi.lab.test:25"))
+    ev = r.record.dns
+    assert ev is not None and ev.addresses is not None and not ev.addresses.secure and ev.tlsa is None
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.UNAVAILABLE
 
 
 def test_openssl_dane_agrees(gateway: Gateway) -> None:
@@ -259,3 +313,74 @@ def _root_file(gateway: Gateway) -> str:
     path = gateway.dir / "policy-ca.pem"
     path.write_bytes(gateway.pki.root.cert_pem())
     return str(path)
+
+
+def test_a_64_kib_mta_sts_txt_record_is_a_finding(gateway: Gateway) -> None:
+    """Over UDP the answer is truncated; dnspython retries over TCP; the record is capped, the policy id
+    inside it is invalid: a finding within the probe timeout, and DANE for the MX host still reported."""
+    host, port = dnslab.RESOLVER
+    query = dns.message.make_query("_mta-sts.big.lab.test", "TXT", want_dnssec=True, payload=1232)
+    assert dns.query.udp(query, host, port=port, timeout=5).flags & dns.flags.TC
+    full = dns.query.tcp(query, host, port=port, timeout=5)
+    [txt] = [rrset for rrset in full.answer if rrset.rdtype == dns.rdatatype.TXT]
+    assert sum(len(part) + 1 for part in txt[0].strings) == 17 + 255 * 256  # the premise: served whole
+    started = time.monotonic()
+    r = one(gateway.check("mx:big.lab.test", timeout=5))
+    assert time.monotonic() - started < 5.5
+    ev = r.record.dns
+    assert ev is not None and ev.mta_sts_txt is not None and ev.mta_sts_txt.status == "ok"
+    assert len(ev.mta_sts_txt.records[0]) <= MAX_RECORD_TEXT + 3
+    assert "mta_sts_invalid" in codes(r)
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.VERIFIED
+    assert r.record.tls is not None and r.verdict is Verdict.OK
+
+
+@pytest.mark.parametrize("host", ["mx7.lab.test", "mx8.lab.test"])
+def test_truncated_or_garbage_tlsa_rdata_from_the_zone_is_a_finding(gateway: Gateway, host: str) -> None:
+    r = one(gateway.check(f"{host}:25", timeout=5))
+    ev = r.record.dns
+    assert ev is not None and ev.tlsa is not None and ev.tlsa.status == "malformed", ev
+    assert "tlsa_malformed" in codes(r)
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.UNAVAILABLE
+    assert r.record.tls is not None and r.verdict is Verdict.OK
+    assert r.record.timings["total"] < 5
+
+
+def test_a_resolver_that_never_answers_tlsa(gateway: Gateway) -> None:
+    """MX, A and TXT answered (and secure), TLSA never: the TLSA lookup times out within the DNS share of
+    the timeout, the session and MTA-STS are still probed and reported."""
+    with dnslab.dropping(dnslab.RESOLVER, ["TLSA"]) as resolver:
+        quiet = Gateway(gateway.pki, gateway.leaf, gateway.profile, resolver, gateway.dir)
+        started = time.monotonic()
+        r = one(quiet.check("mx:lab.test", timeout=4))
+        elapsed = time.monotonic() - started
+    assert elapsed < 4.5
+    ev = r.record.dns
+    assert ev is not None and ev.mx is not None and ev.mx.secure
+    assert ev.addresses is not None and ev.addresses.secure
+    assert ev.tlsa is not None and ev.tlsa.status == "timeout"
+    assert ev.mta_sts_txt is not None and ev.mta_sts_txt.status == "ok"
+    assert "dns_lookup_failed" in codes(r)
+    assert r.analysis.dane is not None and r.analysis.dane.status is DaneStatus.UNAVAILABLE
+    assert r.record.tls is not None and r.verdict is Verdict.OK
+    assert r.analysis.mta_sts is not None and r.analysis.mta_sts.id == "lab20261201"
+
+
+def test_agent_run_dns_flags_override_the_config(gateway: Gateway, tmp_path: Path) -> None:
+    """`relaywatch run --dns.resolver LAB --dnssec auto` wins over a config whose resolver never answers
+    and whose dnssec is off: the address is DANE-verified in /metrics and on the status page."""
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(
+        f"interval: 30s\ntimeout: 5s\nprofile: {gateway.profile_file}\npath: {{enabled: false}}\n"
+        'dns: {resolver: "127.0.77.56:9", dnssec: "off"}\ntargets: [mx1.lab.test:25]\n'
+    )
+
+    def verified(agent: Agent) -> str | None:
+        text = agent.metrics()
+        found = samples(text, "relaywatch_dane_status", status="verified")
+        return text if found and found[0].value == 1 else None
+
+    with run_agent(cfg, "--dns.resolver", gateway.resolver, "--dnssec", "auto") as agent:
+        wait_for(lambda: verified(agent), 30)
+        page = get(agent.url + "/")[1]
+    assert "<td>DANE verified</td>" in page

@@ -65,6 +65,26 @@ def test_dane_ta_checks_signature_and_name(pki: LabPKI) -> None:
     assert dane.judge(_evidence((ee_of_ca,)), [good.cert, pki.issuing.cert]).status is DaneStatus.MISMATCH
 
 
+def test_dane_ta_names_follow_the_tlsa_base_of_a_cname(pki: LabPKI) -> None:
+    """RFC 7672 §3.2.2: records found at the CNAME-expanded name make it a reference identifier beside the
+    MX host; records found at the MX host itself (the fallback) do not."""
+    ta = f"2 1 1 {hashlib.sha256(_spki(pki.issuing.cert)).hexdigest()}"
+    chain = [make_leaf(pki.issuing, ("relay.hoster.test",)).cert, pki.issuing.cert]
+    addresses = DNSAnswer("mx1.lab.test", "A", "ok", True, ("127.0.0.1",), cname="relay.hoster.test")
+    at_target = GatewayDNS(
+        "mx1.lab.test", addresses, DNSAnswer("_25._tcp.relay.hoster.test", "TLSA", "ok", True, (ta,))
+    )
+    assert dane.reference_names(at_target) == ("relay.hoster.test", "mx1.lab.test")
+    assert dane.judge(at_target, chain).status is DaneStatus.VERIFIED
+    at_original = GatewayDNS(
+        "mx1.lab.test", addresses, DNSAnswer("_25._tcp.mx1.lab.test", "TLSA", "ok", True, (ta,))
+    )
+    r = dane.judge(at_original, chain)
+    assert r.status is DaneStatus.MISMATCH and "not for mx1.lab.test" in r.reason
+    mx_named = [make_leaf(pki.issuing, ("mx1.lab.test",)).cert, pki.issuing.cert]
+    assert dane.judge(at_target, mx_named).status is DaneStatus.VERIFIED
+
+
 def test_unusable_and_insecure_records(pki: LabPKI) -> None:
     leaf = make_leaf(pki.issuing, ("mx1.lab.test",))
     digest = hashlib.sha256(_spki(leaf.cert)).hexdigest()
@@ -162,3 +182,23 @@ def test_mx_targets_parse_and_allow_only_by_mx_patterns() -> None:
             parse_target(bad)
     assert parse_allow_pattern("mx:*.contoso.com").matches(parse_target("mx:eu.contoso.com"))
     assert not parse_allow_pattern("*.contoso.com:25").matches(parse_target("mx:eu.contoso.com"))
+
+
+def test_cname_chains_are_followed_bounded_and_loops_end() -> None:
+    import dns.message
+    import dns.rrset
+    from relaywatch.probe import dns as gateway_dns
+
+    def reply(*links: tuple[str, str]) -> dns.message.Message:
+        r = dns.message.make_response(dns.message.make_query("a.test", "A"))
+        r.answer += [dns.rrset.from_text(f"{n}.", 60, "IN", "CNAME", f"{t}.") for n, t in links]
+        r.answer.append(dns.rrset.from_text("z.test.", 60, "IN", "A", "127.0.0.1"))
+        return r
+
+    assert gateway_dns._answer(reply(("a.test", "B.test"), ("b.test", "z.test")), "a.test", "A").cname == (
+        "z.test"
+    )
+    assert gateway_dns._answer(reply(), "a.test", "A").cname == ""
+    assert gateway_dns._answer(reply(("a.test", "b.test"), ("b.test", "a.test")), "a.test", "A").cname
+    long = [(f"n{i}.test" if i else "a.test", f"n{i + 1}.test") for i in range(50)]
+    assert gateway_dns._answer(reply(*long), "a.test", "A").cname == f"n{gateway_dns.MAX_CNAMES}.test"

@@ -15,14 +15,16 @@ from typing import Any
 
 import pytest
 from relaywatch.lab.demo import running_lab
+from relaywatch.lab.servers import LabServer, Mail, server_context
 
 from tests.agent_helpers import prometheus, run_agent
-from tests.support import LEAF_2021, ROOT, get, wait_for
+from tests.support import LEAF_2021, ROOT, StaticHosts, get, wait_for
 
 DASHBOARD = ROOT / "grafana" / "relaywatch.json"
 RULES = ROOT / "packaging" / "prometheus" / "relaywatch-rules.yml"
 RULE_TESTS = ROOT / "packaging" / "prometheus" / "relaywatch-rules.test.yml"
 UNIT = ROOT / "packaging" / "systemd" / "relaywatch.service"
+GATEWAY, GATEWAY_NAME = "127.0.77.20", "gw.relaywatch.test"
 
 
 def test_dashboard_is_generated_from_its_source() -> None:
@@ -57,14 +59,21 @@ def test_dashboard_layout_has_unique_ids_and_no_overlap() -> None:
 
 
 @pytest.mark.peers
-def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
+def test_every_dashboard_query_returns_data(tmp_path: Path, static_hosts: StaticHosts) -> None:
     dash = json.loads(DASHBOARD.read_text())
-    with running_lab() as lab:
+    # a gateway target (port 25, a name from the hosts file: DANE unavailable) for the DANE panel
+    static_hosts({GATEWAY_NAME: [GATEWAY]})
+    with (
+        running_lab() as lab,
+        LabServer(Mail("smtp", server_context(lab.pki.relay, [lab.pki.issuing])), GATEWAY, 25),
+    ):
         wanted = {"relay", "mail-shield", "cisco-asa"}
         cfg = tmp_path / "agent.yml"
         cfg.write_text(
             f"interval: 2s\ntimeout: 3s\nprofile: {lab.directory}/lab-profile.yml\npath: {{timeout: 1s}}\n"
-            "targets:\n" + "".join(f"  - {s.target}\n" for s in lab.scenarios if s.name in wanted)
+            "targets:\n"
+            + "".join(f"  - {s.target}\n" for s in lab.scenarios if s.name in wanted)
+            + f"  - {GATEWAY_NAME}:25\n"
         )
         with run_agent(cfg) as agent, prometheus(tmp_path, agent) as api:
 
@@ -77,7 +86,7 @@ def test_every_dashboard_query_returns_data(tmp_path: Path) -> None:
             wait_for(
                 lambda: (
                     query("relaywatch_path_middlebox_detected")
-                    and len(query("relaywatch_verdict == 1")) == 3
+                    and len(query("relaywatch_verdict == 1")) == 4
                     and query("relaywatch:hosts_intercepted:count_by_product")  # the rules ran since
                 ),
                 90,
@@ -124,6 +133,7 @@ def test_alert_rules_check_and_unit_tests() -> None:
         "RelaywatchChainChanged",
         "RelaywatchUnexpectedIssuer",
         "RelaywatchCertificateExpiring",
+        "RelaywatchDNSSECBogus",
     }
     tested = set(re.findall(r"alertname: (\w+)", RULE_TESTS.read_text()))
     assert tested == alerts

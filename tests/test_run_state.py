@@ -132,3 +132,40 @@ def test_request_head_is_parsed() -> None:
         "HTTP/1.1",
         {"host": "a", "x-a": "b"},
     )
+
+
+def test_status_page_shows_dane_and_mta_sts_per_address_escaped(tmp_path: Path) -> None:
+    """The main table's DANE / MTA-STS cell, per address; the values come from DNS and HTTPS: escaped."""
+    from relaywatch.model import DaneResult, DaneStatus, MtaStsResult
+    from relaywatch.run.pages import status_page
+
+    state = AgentState(_config(tmp_path, "mx:contoso.test", "smtp.office365.com:587"))
+    gw, plain = state.config.targets
+    ok = _result(gw, "192.0.2.1", Verdict.OK)
+    hostile = "<script>alert(1)</script>"
+    verified = dataclasses.replace(
+        ok.analysis,
+        dane=DaneResult(DaneStatus.VERIFIED),
+        mta_sts=MtaStsResult("contoso.test", "enforce", "abc", ("mx1.contoso.test",), 86400, True),
+    )
+    bogus = dataclasses.replace(
+        ok.analysis,
+        dane=DaneResult(DaneStatus.BOGUS, (), hostile),
+        mta_sts=MtaStsResult("contoso.test", hostile, "id", (), None, False),
+    )
+    other = _result(gw, "192.0.2.2", Verdict.OK)
+    state.record(
+        gw,
+        [
+            dataclasses.replace(ok, analysis=verified),
+            dataclasses.replace(other, analysis=bogus),
+        ],
+    )
+    state.record(plain, [_result(plain, "192.0.2.9", Verdict.OK)])
+    page = status_page(state)
+    assert "<th>DANE / MTA-STS</th>" in page
+    rows = {row.split("</td>")[1].removeprefix("<td>"): row for row in page.split("<tr>")[2:]}
+    assert "<td>DANE verified; MTA-STS enforce</td>" in rows["192.0.2.1"]
+    assert "<td>DANE bogus; MTA-STS &lt;script&gt;alert(1), mx not listed</td>" in rows["192.0.2.2"]
+    assert "<td>-</td>" in rows["192.0.2.9"]
+    assert "<script>" not in page

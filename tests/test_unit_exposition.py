@@ -262,6 +262,32 @@ def test_the_default_metric_set_holds_at_most_25_series_per_address(
     assert counts[False] <= 25 < counts[True]
 
 
+def test_gateway_families_cost_4_series_for_dane_and_1_for_a_policy(
+    lab_dir: Path, results: dict[str, ProbeResult]
+) -> None:
+    """The README's figure: relaywatch_dane_status (a state set of 4) only on addresses checked for DANE,
+    relaywatch_mta_sts_policy_info (1) only with a policy; nothing on other targets."""
+    from relaywatch.model import DaneResult, DaneStatus, MtaStsResult
+
+    cfg = config(lab_dir, "smtp://relay.test:25", detail=False)
+    [tc] = cfg.targets
+    plain = at_address(results["ok"], "127.0.0.1")
+    dane = dataclasses.replace(plain.analysis, dane=DaneResult(DaneStatus.VERIFIED))
+    sts = dataclasses.replace(
+        dane,
+        mta_sts=MtaStsResult("relay.test", "enforce", "abc", ("relay.test",), 86400, True),
+    )
+    counts = []
+    for analysis in (plain.analysis, dane, sts):
+        state = AgentState(cfg)
+        state.record(tc, [dataclasses.replace(plain, analysis=analysis)])
+        text = state.exposition().decode()
+        counts.append(len([line for line in data_lines(text) if 'address="127.0.0.1"' in line]))
+        if analysis is sts:
+            assert value(text, "relaywatch_mta_sts_policy_info", mode="enforce", id="abc") == 1
+    assert [counts[1] - counts[0], counts[2] - counts[1]] == [4, 1]
+
+
 def _early_trace() -> PathTrace:
     return PathTrace(
         "127.0.0.1",

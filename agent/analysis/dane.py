@@ -106,8 +106,11 @@ def _association(cert: x509.Certificate, selector: int, matching: int) -> bytes 
         return None
 
 
-def match_record(record: TLSA, chain: Sequence[x509.Certificate], host: str) -> tuple[int | None, str]:
-    """The position of the certificate this usable record matches, and why not when None."""
+def match_record(
+    record: TLSA, chain: Sequence[x509.Certificate], names: Sequence[str]
+) -> tuple[int | None, str]:
+    """The position of the certificate this usable record matches, and why not when None. names: the
+    reference identifiers DANE-TA checks the leaf against (RFC 7672 §3.2.2)."""
     if record.usage == DANE_EE:
         if chain and _association(chain[0], record.selector, record.matching) == record.data:
             return 0, ""
@@ -117,8 +120,8 @@ def match_record(record: TLSA, chain: Sequence[x509.Certificate], host: str) -> 
             continue
         if not chains_to(chain, position):
             return None, f"certificate {position} matches, but the leaf is not issued through it"
-        if not name_matches(chain[0], host):
-            return None, f"certificate {position} matches, but the leaf is not for {host}"
+        if not any(name_matches(chain[0], name) for name in names):
+            return None, f"certificate {position} matches, but the leaf is not for {' or '.join(names)}"
         return position, ""
     return None, "no certificate of the chain matches"
 
@@ -144,7 +147,8 @@ def judge(evidence: GatewayDNS, chain: Sequence[x509.Certificate]) -> DaneResult
         return DaneResult(DaneStatus.UNAVAILABLE, (), f"{tlsa.name}: {what}")
     if not tlsa.secure:
         return DaneResult(DaneStatus.UNAVAILABLE, (), f"{tlsa.name}: TLSA records are not DNSSEC-secure")
-    results = tuple(_judge_record(text, chain, evidence.host) for text in tlsa.records)
+    names = reference_names(evidence)
+    results = tuple(_judge_record(text, chain, names) for text in tlsa.records)
     usable = [r for r in results if r.usable]
     if not usable:
         return DaneResult(
@@ -157,7 +161,16 @@ def judge(evidence: GatewayDNS, chain: Sequence[x509.Certificate]) -> DaneResult
     return DaneResult(DaneStatus.MISMATCH, results, "; ".join(dict.fromkeys(r.note for r in usable)))
 
 
-def _judge_record(text: str, chain: Sequence[x509.Certificate], host: str) -> TLSAResult:
+def reference_names(evidence: GatewayDNS) -> tuple[str, ...]:
+    """The MX host, and the CNAME-expanded name when the TLSA records were found there (RFC 7672
+    §3.2.2: the TLSA base domain and the original MX host name)."""
+    expanded = evidence.addresses.cname if evidence.addresses is not None else ""
+    if expanded and evidence.tlsa is not None and evidence.tlsa.name == f"_25._tcp.{expanded}":
+        return (expanded, evidence.host)
+    return (evidence.host,)
+
+
+def _judge_record(text: str, chain: Sequence[x509.Certificate], names: Sequence[str]) -> TLSAResult:
     try:
         record = parse_tlsa(text)
     except ValueError as exc:
@@ -166,5 +179,5 @@ def _judge_record(text: str, chain: Sequence[x509.Certificate], host: str) -> TL
     why = unusable(record)
     if why:
         return TLSAResult(record.usage, record.selector, record.matching, data, None, False, why)
-    position, note = match_record(record, chain, host)
+    position, note = match_record(record, chain, names)
     return TLSAResult(record.usage, record.selector, record.matching, data, position, True, note)

@@ -24,6 +24,7 @@ from relaywatch.probe.dnsconfig import DNSConfig, parse_resolver
 MAX_RECORDS = 16  # per answer: TLSA, MX, TXT; a hostile zone can list hundreds
 MAX_RECORD_TEXT = 8192  # characters of one record (a full-certificate TLSA record is about 3 KiB of hex)
 MAX_MESSAGE = 240  # characters of an error message
+MAX_CNAMES = 8  # links of a CNAME chain followed in one answer
 
 
 def server(config: DNSConfig) -> tuple[str, int]:
@@ -104,6 +105,7 @@ def _answer(reply: dns.message.Message, name: str, rdtype: str) -> DNSAnswer:
     if rcode != dns.rcode.NOERROR:
         return DNSAnswer(name, rdtype, "error", secure, (), dns.rcode.to_text(rcode))
     wanted = dns.rdatatype.from_text(rdtype)
+    expanded = _expanded(reply, name)
     records: list[str] = []
     dropped = 0
     for rrset in reply.answer:
@@ -116,7 +118,25 @@ def _answer(reply: dns.message.Message, name: str, rdtype: str) -> DNSAnswer:
             text = rdata.to_text()
             records.append(text if len(text) <= MAX_RECORD_TEXT else text[:MAX_RECORD_TEXT] + "...")
     note = f"{dropped} records beyond the first {MAX_RECORDS} ignored" if dropped else ""
-    return DNSAnswer(name, rdtype, "ok", secure, tuple(records), note)
+    return DNSAnswer(name, rdtype, "ok", secure, tuple(records), note, expanded)
+
+
+def _expanded(reply: dns.message.Message, name: str) -> str:
+    """The end of the CNAME chain that starts at the question's name, followed through the answer section
+    only (at most MAX_CNAMES links, no loops); "" when the name is no alias."""
+    targets = {
+        rrset.name: rrset[0].target for rrset in reply.answer if rrset.rdtype == dns.rdatatype.CNAME and rrset
+    }
+    current = dns.name.from_text(name)
+    seen = {current}
+    for _ in range(MAX_CNAMES):
+        following = targets.get(current)
+        if following is None or following in seen:
+            break
+        current = following
+        seen.add(current)
+    final = current.to_text(omit_final_dot=True).lower()
+    return "" if len(seen) == 1 else final[:MAX_MESSAGE]
 
 
 def addresses(
@@ -132,7 +152,21 @@ def addresses(
     secure = all(a.secure for a in answers if a.status in ("ok", "nxdomain"))
     secure = secure and not worst
     message = "; ".join(f"{a.rdtype}: {a.message or a.status}" for a in answers if a.status != "ok")
-    return found, DNSAnswer(name, "/".join(families), status, secure, tuple(found), message[:MAX_MESSAGE])
+    expanded = next((a.cname for a in answers if a.cname), "")
+    return found, DNSAnswer(
+        name, "/".join(families), status, secure, tuple(found), message[:MAX_MESSAGE], expanded
+    )
+
+
+def tlsa(where: tuple[str, int], host: str, expanded: str, deadline: float) -> DNSAnswer:
+    """The TLSA RRset of an SMTP server (RFC 7672 §2.2.3): when the MX host is a secure CNAME, at the
+    expanded name first, and at the original name when the expanded one has no secure records (a lookup
+    that fails there is the answer: a failure is never a reason to look elsewhere)."""
+    if expanded and expanded != host:
+        first = lookup(where, f"_25._tcp.{expanded}", "TLSA", deadline)
+        if first.status not in ("ok", "nxdomain") or (first.records and first.secure):
+            return first
+    return lookup(where, f"_25._tcp.{host}", "TLSA", deadline)
 
 
 def _short(exc: BaseException) -> str:

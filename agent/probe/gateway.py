@@ -72,7 +72,7 @@ def host_evidence(
     found = [a for a in found if options.address_family.admits(a)]
     evidence = GatewayDNS(host, answer)
     if options.dns.dnssec is not DNSSECMode.OFF and answer.secure and secure_chain and found:
-        evidence = dataclasses.replace(evidence, tlsa=dns.lookup(where, f"_25._tcp.{host}", "TLSA", budget))
+        evidence = dataclasses.replace(evidence, tlsa=dns.tlsa(where, host, answer.cname, budget))
     elif options.dns.dnssec is DNSSECMode.OFF:
         evidence = dataclasses.replace(evidence, note="dnssec: off")
     elif not secure_chain:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from relaywatch.analysis.baseline import Baseline, default_state_dir
 from relaywatch.export.outputs import Outputs
+from relaywatch.probe.dnsconfig import DNSSECMode
 from relaywatch.run.client import Worker
-from relaywatch.run.config import Config, ConfigError, load_config
+from relaywatch.run.config import Config, ConfigError, load_config, with_dns
 from relaywatch.run.events import EventLog
 from relaywatch.run.evidence import HostWatch, PathRunner
 from relaywatch.run.malloc import fewer_malloc_arenas
@@ -66,6 +67,8 @@ class Settings:
     textfile: str | None = None
     events_file: str | None = None
     state_dir: str | None = None  # the baseline; default: systemd's STATE_DIRECTORY, else XDG's
+    dns_resolver: str | None = None  # --dns.resolver: wins over the config's dns.resolver (checked by cli)
+    dnssec: DNSSECMode | None = None  # --dnssec: wins over the config's dns.dnssec
 
 
 def _state_dir(flag: str | None) -> Path:
@@ -90,7 +93,7 @@ def serve(settings: Settings) -> int:
 
 def _serve(settings: Settings, worker: Worker) -> int:
     config_file = settings.config_file
-    config = load_config(config_file, worker.profile)
+    config = with_dns(load_config(config_file, worker.profile), settings.dns_resolver, settings.dnssec)
     listen = settings.listen or config.listen_address or ":10587"
     address = parse_listen(listen)
     web_config = load_web_config(settings.web_config_file or config.web_config_file)
@@ -108,7 +111,9 @@ def _serve(settings: Settings, worker: Worker) -> int:
         """SIGHUP and POST /-/reload: a config that does not load is refused, with one line, never raised."""
         with lock:
             try:
-                new: Config = load_config(config_file, worker.profile)
+                new: Config = with_dns(
+                    load_config(config_file, worker.profile), settings.dns_resolver, settings.dnssec
+                )
             except Exception as exc:  # ConfigError, and whatever else a broken file or a dead worker raises
                 reason = (str(exc) or type(exc).__name__).splitlines()[0]
                 log.error("reload refused, keeping the running config: %s", reason)

@@ -71,6 +71,7 @@ class Config:
     listen_address: str | None = None  # web.listen_address; the command-line flag wins
     web_config_file: str | None = None  # web.config_file, relative to the config file
     metrics_detail: bool = False  # metrics.detail: the families no panel or rule needs, too
+    dns: DNSConfig = DNSConfig()  # the `dns` section (each target carries it too): ad-hoc /probe targets
 
     @property
     def layout(self) -> Layout:
@@ -364,7 +365,18 @@ def parse_config(text: str, source: str, base: Path, profiles: Profiles = local_
         listen,
         web_config,
         parser.metrics(doc),
+        dns,
     )
+
+
+def with_dns(config: Config, resolver: str | None, dnssec: DNSSECMode | None) -> Config:
+    """`relaywatch run --dns.resolver/--dnssec`: the command line wins over the `dns` section, on every
+    load (SIGHUP too), for the configured targets and the ad-hoc /probe ones alike."""
+    if resolver is None and dnssec is None:
+        return config
+    dns = DNSConfig(resolver or config.dns.resolver, dnssec or config.dns.dnssec)
+    targets = tuple(dataclasses.replace(t, dns=dns) for t in config.targets)
+    return dataclasses.replace(config, dns=dns, targets=targets)
 
 
 def _document(text: str, source: str) -> _Lines:

@@ -6,12 +6,23 @@ from __future__ import annotations
 import datetime as dt
 import html
 
-from relaywatch.model import Verdict
+from relaywatch.model import Analysis, Verdict
 from relaywatch.run.history import Entry
 from relaywatch.run.state import AgentState
 
 _VERDICTS = frozenset(str(v) for v in Verdict)
-_COLUMNS = ("Target", "Address", "Verdict", "Since", "Interceptor", "STARTTLS", "TLS", "Last probe", "")
+_COLUMNS = (
+    "Target",
+    "Address",
+    "Verdict",
+    "Since",
+    "Interceptor",
+    "STARTTLS",
+    "TLS",
+    "DANE / MTA-STS",
+    "Last probe",
+    "",
+)
 
 
 def status_page(state: AgentState) -> str:
@@ -27,6 +38,7 @@ def status_page(state: AgentState) -> str:
             _e(a.interceptor.product if a.interceptor else "-"),
             _e(r.starttls.state),
             _e(r.tls.version if r.tls else "-"),
+            _e(_gateway_summary(a)),
             _e(_time(r.started_at.timestamp())),
             f'<a href="/details?id={s.entry_id}">details</a>',
         )
@@ -103,6 +115,19 @@ def detail_page(state: AgentState, entry: Entry) -> str:
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in fields)
         parts.append(f"<h3>#{c.position} {_e(c.subject_cn)}</h3><table>{rows}</table><pre>{_e(c.pem)}</pre>")
     return _page(f"relaywatch: {entry.target}", "".join(parts) + '<p><a href="/">Back</a></p>')
+
+
+def _gateway_summary(a: Analysis) -> str:
+    """One cell: the DANE state and the MTA-STS mode (or why there is none); "-" off gateway hosts."""
+    parts = []
+    if a.dane is not None:
+        parts.append(f"DANE {a.dane.status}")
+    if a.mta_sts is not None:
+        m = a.mta_sts
+        mode = m.mode or "no policy"
+        match = {True: "", False: ", mx not listed", None: ""}[m.matched]
+        parts.append(f"MTA-STS {mode[:16]}{match}")
+    return "; ".join(parts) or "-"
 
 
 def _gateway(entry: Entry) -> list[str]:

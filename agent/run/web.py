@@ -147,7 +147,7 @@ class Web:
         except (ProfileError, TargetError) as exc:
             return Response(400, f"{str(exc).splitlines()[0][:300]}\n".encode())
         tc = configured or TargetConfig(
-            name, target, profile, 60.0, config.timeout, AddressFamily.ANY, None, ()
+            name, target, profile, 60.0, config.timeout, AddressFamily.ANY, None, (), config.dns
         )
         if not self._probe_slots.acquire(blocking=False):
             return Response(503, b"Too many probes at once; try again\n")

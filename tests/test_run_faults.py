@@ -237,7 +237,7 @@ def test_web_port_under_slow_clients_bursts_and_huge_headers(lab: Lab, tmp_path:
         assert codes.count(200) == 200, sorted(set(codes))
         assert answers and all(a.startswith(b"HTTP/1.1 431") for a in answers if a), answers[:3]
         assert grown < 30, f"main process grew by {grown} MB"
-        wait_for(lambda: me.num_threads() <= threads and me.num_fds() <= fds + 2, 20)
+        wait_for(lambda: me.num_threads() <= threads and me.num_fds() <= fds + 2, 60)
     finally:
         stop(proc)
         assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")

@@ -97,7 +97,7 @@ def test_broken_profile_names_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
     bad.write_text("name: x\nanchors: [a.pem\n")
     proc = run_cli("analyze", "--profile", str(bad), str(LEAF_2021))
-    assert proc.returncode == 2 and str(bad) in proc.stderr and "line" in proc.stderr
+    assert proc.returncode == 2 and f"{bad}:3: invalid YAML" in proc.stderr
     missing = tmp_path / "missing.yml"
     missing.write_text("name: x\nanchors: [nowhere.pem]\n")
     proc = run_cli("analyze", "--profile", str(missing), str(LEAF_2021))

@@ -111,8 +111,8 @@ def _parse(path: Path) -> TrustProfile:
         raise ProfileError(f"{where}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ProfileError(f"{where}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+        line = f"{mark.line + 1}:" if mark else ""
+        raise ProfileError(f"{where}:{line} invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
     if not isinstance(doc, dict):
         raise ProfileError(f"{where}: expected a mapping with name, version, anchors")
     name = _string(doc, "name", where, required=True)

@@ -375,6 +375,8 @@ def _judge_chain(
     else:
         more, interceptor = _foreign(record, chain, profile, at, ct, trusted_locally)
         findings += more
+        if members.finding is not None:  # the search was cut: fail closed, and say so
+            findings.append(members.finding)
     return _Chain(
         tuple(findings),
         tuple(

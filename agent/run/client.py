@@ -16,11 +16,13 @@ from relaywatch.codec import CodecError, decode, encode
 from relaywatch.host.model import HostReport
 from relaywatch.model import ProbeResult
 from relaywatch.probe.options import ProbeOptions
+from relaywatch.run.forked import ForkedWorker, fork_worker
 from relaywatch.run.frames import FrameError, read_frame, write_frame
 from relaywatch.run.messages import ProbeRequest, Reply, Request
 from relaywatch.target import Target
 
 log = logging.getLogger("relaywatch.worker")
+Proc = subprocess.Popen[bytes] | ForkedWorker
 
 
 class WorkerError(RuntimeError):
@@ -28,33 +30,41 @@ class WorkerError(RuntimeError):
 
 
 class Worker:
-    def __init__(self, concurrency: int, command: Sequence[str] | None = None) -> None:
+    """fork: the first worker is forked from this process if it still runs a single thread (forked.py),
+    sharing its pages; later ones (and all, with a `command` of its own) are exec'd."""
+
+    def __init__(self, concurrency: int, command: Sequence[str] | None = None, fork: bool = False) -> None:
         self.concurrency = concurrency
+        self.fork = fork and not command
         self.command = list(command or [sys.executable, "-m", "relaywatch.run.worker", str(concurrency)])
         self.restarts = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._pending: dict[int, tuple[concurrent.futures.Future[Reply], subprocess.Popen[bytes]]] = {}
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending: dict[int, tuple[concurrent.futures.Future[Reply], Proc]] = {}
+        self._proc: Proc | None = None
         self._closed = False
         self._timeouts = 0  # consecutive unanswered requests
         self.protocol_errors = 0  # workers replaced for sending what the protocol does not allow
 
-    def _ensure(self) -> subprocess.Popen[bytes]:
+    def _ensure(self) -> Proc:
         """Under self._lock."""
         if self._proc is None or self._proc.poll() is not None:
             if self._proc is not None:
                 self.restarts += 1
                 log.warning("probe worker exited (%s); starting a new one", self._proc.returncode)
-            self._proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
+            self._proc = self._start()
             threading.Thread(target=self._read, args=(self._proc,), name="worker-reader", daemon=True).start()
         return self._proc
 
-    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+    def _start(self) -> Proc:
+        if self.fork:
+            self.fork = False  # once: a later worker is started while other threads run
+            forked = fork_worker(self.concurrency)
+            if forked is not None:
+                return forked
+        return subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def _read(self, proc: Proc) -> None:
         assert proc.stdout is not None
         try:
             while (frame := read_frame(proc.stdout)) is not None:
@@ -138,3 +148,4 @@ class Worker:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(5)
+

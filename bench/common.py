@@ -178,7 +178,9 @@ def relay_hosts(n: int) -> list[str]:
     return [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(n)]
 
 
-def _serve_relays(directory: str, hosts: list[str], ports: range, nagle: bool, conn: Any, sessions: Any) -> None:
+def _serve_relays(
+    directory: str, hosts: list[str], ports: range, nagle: bool, conn: Any, sessions: Any
+) -> None:
     """Child: one LabServer(Mail("smtp", ...)) per host, same port, until the parent closes the pipe.
 
     The servers' sockets are served by one epoll loop (LabServer.server.handle_request when readable)
@@ -202,17 +204,7 @@ def _serve_relays(directory: str, hosts: list[str], ports: range, nagle: bool, c
             with sessions.get_lock():
                 sessions.value += 1
 
-    servers: list[LabServer] = []
-    for port in ports:
-        try:
-            for host in hosts:
-                servers.append(LabServer(handle, host, port))
-        except OSError:
-            for s in servers:
-                s.server.server_close()
-            servers = []
-            continue
-        break
+    servers = _bind_all(handle, hosts, ports)
     if not servers:
         conn.send(("error", f"no port in {ports.start}-{ports.stop - 1} free on all {len(hosts)} addresses"))
         return
@@ -231,6 +223,23 @@ def _serve_relays(directory: str, hosts: list[str], ports: range, nagle: bool, c
     finally:
         for s in servers:
             s.server.server_close()
+
+
+def _bind_all(handle: Any, hosts: list[str], ports: range) -> list[Any]:
+    """One LabServer per host on the first port free on all of them; [] if there is none."""
+    from relaywatch.lab.servers import LabServer
+
+    for port in ports:
+        servers: list[LabServer] = []
+        try:
+            for host in hosts:
+                servers.append(LabServer(handle, host, port))
+        except OSError:
+            for s in servers:
+                s.server.server_close()
+            continue
+        return servers
+    return []
 
 
 @dataclass

@@ -148,4 +148,3 @@ class Worker:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(5)
-

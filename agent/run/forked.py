@@ -127,7 +127,7 @@ def _become_worker(stdin: int, stdout: int, concurrency: int) -> None:
         from relaywatch.run.worker import serve
 
         code = serve(os.fdopen(0, "rb"), os.fdopen(1, "wb"), concurrency)
-    except BaseException:  # noqa: BLE001 - a worker that cannot run: the agent sees its pipes close
+    except BaseException:  # a worker that cannot run: the agent sees its pipes close
         code = 1
     finally:
         os._exit(code)

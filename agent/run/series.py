@@ -1,5 +1,6 @@
 """The per-target accumulator: what the agent keeps per target and address between scrapes (the last
-result, the probe counters, the duration histogram) and its exposition lines, rendered at the first scrape after a change."""
+result, the probe counters, the duration histogram) and its exposition lines, rendered at the first
+scrape after a change."""
 
 from __future__ import annotations
 
@@ -25,8 +26,12 @@ class Series:
     duration_sum: float = 0.0
     entry_id: int = 0  # the probe in the agent's history that produced `result`
     chain_changed_at: float | None = None  # when the baseline last saw this path's chain change
-    _lines: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)  # exposition lines per family, see exposition.py
-    _stale: tuple[PathResult | None, Layout] | None = field(default=None, init=False, repr=False)  # what the next read renders with, if due
+    _lines: dict[str, bytes] = field(
+        default_factory=dict, init=False, repr=False
+    )  # exposition lines per family, see exposition.py
+    _stale: tuple[PathResult | None, Layout] | None = field(
+        default=None, init=False, repr=False
+    )  # what the next read renders with, if due
 
     def render(self, path: PathResult | None, layout: Layout = Layout()) -> None:
         """Called whenever the result or the path changes. Only marks the lines stale: they are rendered

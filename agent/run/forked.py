@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import signal
 import sys
@@ -124,6 +125,9 @@ def _become_worker(stdin: int, stdout: int, concurrency: int) -> None:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         set_title([sys.executable, "-m", "relaywatch.run.worker", str(concurrency)], "rw-probe-worker")
+        # logging as an exec'd worker has it (warnings and worse, to stderr), not the agent's handlers
+        logging.root.handlers.clear()
+        logging.root.setLevel(logging.WARNING)
         from relaywatch.run.worker import serve
 
         code = serve(os.fdopen(0, "rb"), os.fdopen(1, "wb"), concurrency)

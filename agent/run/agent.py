@@ -127,7 +127,7 @@ def _serve(settings: Settings, worker: Worker) -> int:
     paths = PathRunner(state)
     host = HostWatch(state, worker.host)
     listeners: list[Listener] = [outputs.changed, paths, *([events] if events else [])]
-    scheduler = Scheduler(state, worker.probe, listeners)
+    scheduler = Scheduler(state, worker.probe, listeners, worker.probe_async, worker.expire)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from relaywatch.model import ProbeResult, Verdict
@@ -40,7 +41,7 @@ class SlowTracer(Tracer):
     lock = threading.Lock()
     now = 0
     most = 0
-    order: list[str] = []
+    order: ClassVar[list[str]] = []
     made = 0
 
     def __init__(self, hold: float = 0.05) -> None:

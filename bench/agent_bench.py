@@ -41,7 +41,7 @@ from typing import Any
 import psutil
 from agent_diag import import_breakdown, profile_metrics
 from agent_goals import goal_memory, goal_round
-from agent_report import report
+from agent_report import report, report_round_only
 from agent_run import FULL, PORTS, QUICK, AgentOptions
 from common import HOST, RESULTS, ROOT, BenchError, machine, relay_process
 from relaywatch.lab.pki import make_lab_pki
@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-path", action="store_true", help="agents with path traces off")
     parser.add_argument("--malloc-arena-max", type=int, metavar="N", help="agents with MALLOC_ARENA_MAX=N")
     parser.add_argument("--tracemalloc", action="store_true", help="memory agent under tracemalloc")
+    parser.add_argument(
+        "--round-only", action="store_true", help="only goal 3: a round of 1,000 probes (and /metrics)"
+    )
     parser.add_argument("--output", type=Path, help="JSON results (default bench/results/agent_bench*.json)")
     args = parser.parse_args(argv)
     if args.malloc_arena_max is not None and not 1 <= args.malloc_arena_max <= 64:
@@ -83,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "_nopath" if args.no_path else "",
             f"_arena{args.malloc_arena_max}" if args.malloc_arena_max else "",
             "_tracemalloc" if args.tracemalloc else "",
+            "_round" if args.round_only else "",
         )
     )
     output = args.output or RESULTS / f"agent_bench{variant}.json"
@@ -99,24 +103,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"agent web on {HOST}, ports {PORTS.start}-{PORTS.stop - 1}",
                     flush=True,
                 )
-                print("import breakdown ...", flush=True)
-                res["imports"] = import_breakdown()
-                print(
-                    f"1. memory: {sizes.memory_targets} targets until {sizes.checkpoints[-1]:,} probes ...",
-                    flush=True,
-                )
-                res["memory"] = goal_memory(relays, directory, profile, sizes, opts)
+                if not args.round_only:
+                    print("import breakdown ...", flush=True)
+                    res["imports"] = import_breakdown()
+                    print(
+                        f"1. memory: {sizes.memory_targets} targets until "
+                        f"{sizes.checkpoints[-1]:,} probes ...",
+                        flush=True,
+                    )
+                    res["memory"] = goal_memory(relays, directory, profile, sizes, opts)
                 k = sizes.scale_targets
                 print(f"3./2. round of {k} targets, concurrency 16, then /metrics ...", flush=True)
                 res["round_16"] = goal_round(relays, directory, profile, k, 16, sizes, opts, sizes.gets)
                 print(f"3. round of {k} targets, concurrency 64 ...", flush=True)
                 res["round_64"] = goal_round(relays, directory, profile, k, 64, sizes, opts)
-                print("/metrics profile (in-process) ...", flush=True)
-                res["metrics_profile"] = profile_metrics(relays, profile, k)
+                if not args.round_only:
+                    print("/metrics profile (in-process) ...", flush=True)
+                    res["metrics_profile"] = profile_metrics(relays, profile, k)
     except (BenchError, OSError, subprocess.SubprocessError, psutil.Error) as exc:
         print(f"agent_bench: {exc}", file=sys.stderr)
         return 1
-    goals = report(res, sizes, args.quick)
+    goals = report(res, sizes, args.quick) if not args.round_only else report_round_only(res)
     out = {
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,

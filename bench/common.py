@@ -436,7 +436,8 @@ def agent_process(
     a benchmark started outlives it."""
     port = free_port(ports)
     run = ["run", "--config.file", str(config), "--web.listen-address", f"{HOST}:{port}"]
-    run += ["--state.dir", str(log.parent / "state"), "--log.level", os.environ.get("BENCH_AGENT_LOG", "warn")]
+    level = os.environ.get("BENCH_AGENT_LOG", "warn")
+    run += ["--state.dir", str(log.parent / "state"), "--log.level", level]
     argv = [*(argv_prefix or [sys.executable, "-m", "relaywatch"]), *run]
     with log.open("wb") as err:
         spawned = time.time()

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from common import (  # type: ignore[import-not-found]
+from common import (
     HOST,
     MB,
     RESULTS,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 from common import HOST, ROOT, BenchError, Relays, free_port, http_get, relay_hosts
@@ -157,7 +157,7 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
     if not results or str(results[0].verdict) != "ok":
         raise BenchError(f"probe for the /metrics profile: {[str(r.verdict) for r in results]}")
     r = results[0]
-    labels = ("site",)
+    labels = metrics.Layout(("site",))
     series = []
     for i, t in enumerate(relay_hosts(n)):
         s = Series(f"smtp://{t}:{relays.port}", t, {"site": f"s{i % 10}"}, r)
@@ -198,8 +198,8 @@ def _profile_metrics(relays: Relays, profile: Path, n: int) -> dict[str, Any]:
 
     # without any cache: generate_latest over metrics.families, as the agent did before
     class Families(Collector):
-        def collect(self) -> Iterator[Metric]:
-            return metrics.families(series, labels)
+        def collect(self) -> Iterator[Metric]:  # the agent's families, read by client_python
+            return cast(Iterator[Metric], metrics.families(series, labels))
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Families())

@@ -18,216 +18,44 @@ import contextlib
 import datetime as dt
 import http.client
 import json
-import multiprocessing
-import multiprocessing.connection
-import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+from common import (
+    HOST,
+    RESULTS,
+    BenchError,
+    blackbox_process,
+    blackbox_success,
+    cpu_s,
+    http_get,
+    machine,
+    quantile,
+    relay_process,
+)
+from relaywatch.analysis.profile import load_profile
+from relaywatch.lab.pki import make_lab_pki
+from relaywatch.pipeline import check
+from relaywatch.probe.options import ProbeOptions
+from relaywatch.target import parse_target
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere: the package is the repository's agent/
-    sys.path.insert(0, str(ROOT))
-
-from relaywatch.analysis.profile import load_profile  # noqa: E402
-from relaywatch.lab.pki import make_lab_pki  # noqa: E402
-from relaywatch.pipeline import check  # noqa: E402
-from relaywatch.probe.options import ProbeOptions  # noqa: E402
-from relaywatch.target import parse_target  # noqa: E402
-
-HOST = "127.0.0.1"
 PORTS = range(27000, 28000)  # the only ports this benchmark may use
-BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
-RESULTS = Path(__file__).resolve().parent / "results" / "probe_bench.json"
+OUTPUT = RESULTS / "probe_bench.json"
 HTTP_TIMEOUT = 15.0  # one /probe request (the module's own timeout is 5 s)
-START_TIMEOUT = 15.0  # relay or exporter coming up
 WALL_GOAL = 1.1  # relaywatch wall per probe may be at most this times blackbox's
 MAX_PROBES = 100_000
-
-BLACKBOX_CONFIG = """\
-modules:
-  smtp_starttls:
-    prober: tcp
-    timeout: 5s
-    tcp:
-      preferred_ip_protocol: ip4
-      ip_protocol_fallback: false
-      query_response:
-        - expect: "^220"
-        - send: "EHLO bench"
-        - expect: "^250 "
-        - send: "STARTTLS"
-        - expect: "^220"
-        - starttls: true
-        - send: "EHLO bench"
-        - expect: "^250 "
-        - send: "QUIT"
-        - expect: "^221"
-      tls_config:
-        ca_file: "{ca}"
-        server_name: localhost
-"""
-
-
-class BenchError(RuntimeError):
-    """Something did not run: the benchmark exits non-zero with this message."""
-
-
-# ---------------------------------------------------------------- relay (child process)
-
-
-def _serve_relay(directory: str, nodelay: bool, conn: multiprocessing.connection.Connection) -> None:
-    """Child: one lab relay on the first free port in range, until the parent closes the pipe.
-
-    nodelay: TCP_NODELAY on the relay's accepted sockets. The stock lab relay leaves Nagle on, and its
-    small writes after the TLS 1.3 handshake (session tickets, then the EHLO reply) meet the client's
-    delayed ACK: ~40 ms of idle wait per probe, for either client, that would swamp the comparison.
-    """
-    from relaywatch.lab.pki import Issued
-    from relaywatch.lab.servers import LabServer, Mail, server_context
-
-    d = Path(directory)
-
-    mail = Mail("smtp", server_context(Issued.load(d, "relay"), [Issued.load(d, "issuing")]))
-
-    def handle(sock: socket.socket, server: LabServer) -> None:
-        if nodelay:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        mail(sock, server)
-
-    for port in PORTS:
-        try:
-            server = LabServer(handle, HOST, port)
-        except OSError:
-            continue
-        with server:
-            conn.send(("port", server.port))
-            with contextlib.suppress(EOFError, OSError):
-                conn.recv()  # any message, or EOF when the parent goes away: stop
-        return
-    conn.send(("error", f"no free port in {PORTS.start}-{PORTS.stop - 1}"))
-
-
-@contextlib.contextmanager
-def relay_process(directory: Path, nodelay: bool) -> Iterator[tuple[int, int]]:
-    """(port, pid) of the relay child; the child is stopped, then killed if it lingers."""
-    ctx = multiprocessing.get_context("spawn")  # no inherited state from the benchmark process
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve_relay, args=(str(directory), nodelay, child), daemon=True)
-    proc.start()
-    try:
-        multiprocessing.connection.wait([parent, proc.sentinel], timeout=START_TIMEOUT)
-        if not parent.poll():
-            raise BenchError(f"lab relay did not start within {START_TIMEOUT:g} s (exit {proc.exitcode})")
-        kind, value = parent.recv()
-        if kind != "port":
-            raise BenchError(f"lab relay: {value}")
-        assert proc.pid is not None
-        yield int(value), proc.pid
-    finally:
-        with contextlib.suppress(OSError):
-            parent.send("stop")
-        parent.close()
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=5)
-
-
-# ---------------------------------------------------------------- blackbox exporter
-
-
-def free_port(exclude: Sequence[int] = ()) -> int:
-    for port in PORTS:
-        if port in exclude:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise BenchError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
-
-@contextlib.contextmanager
-def blackbox_process(directory: Path, relay_port: int) -> Iterator[tuple[int, int, str]]:
-    """(port, pid, version) of a running exporter with the STARTTLS module; killed on the way out."""
-    if not Path(BLACKBOX).is_file():
-        raise BenchError(f"{BLACKBOX} not found (Debian package prometheus-blackbox-exporter)")
-    version = subprocess.run(
-        [BLACKBOX, "--version"], capture_output=True, text=True, timeout=10, check=False
-    ).stdout.splitlines()
-    config = directory / "blackbox.yml"
-    config.write_text(BLACKBOX_CONFIG.format(ca=directory / "root.pem"))
-    checked = subprocess.run(
-        [BLACKBOX, f"--config.file={config}", "--config.check"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    if checked.returncode != 0:
-        raise BenchError(f"blackbox config rejected: {checked.stderr.strip()[-500:]}")
-    port = free_port(exclude=[relay_port])
-    log = (directory / "blackbox.log").open("wb")
-    proc = subprocess.Popen(
-        [BLACKBOX, f"--config.file={config}", f"--web.listen-address={HOST}:{port}", "--log.level=warn"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"blackbox exited {proc.returncode}: {_tail(directory / 'blackbox.log')}")
-            with contextlib.suppress(OSError):
-                status, _ = http_get(HOST, port, "/-/healthy", timeout=2)
-                if status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise BenchError(f"blackbox not healthy within {START_TIMEOUT:g} s")
-            time.sleep(0.05)
-        yield port, proc.pid, version[0] if version else "unknown"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
-
-
-def _tail(path: Path, chars: int = 800) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")[-chars:].strip()
-    return ""
-
-
-def http_get(host: str, port: int, path: str, timeout: float = HTTP_TIMEOUT) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def exporter_cpu(pid: int) -> float:
     """User + system seconds of the exporter, dead threads included (psutil, clock-tick resolution)."""
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+    return cpu_s(psutil.Process(pid))
 
 
 def exporter_runtime_ns(pid: int) -> int:
@@ -270,13 +98,15 @@ class Side:
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return quantile(ordered, q)
 
 
-def run_relaywatch(profile_path: Path, relay_port: int, relay_pid: int, n: int, warmup: int) -> Side:
+def run_relaywatch(
+    profile_path: Path, host: str, relay_port: int, relay_pid: int, n: int, warmup: int
+) -> Side:
     """check() as the agent calls it: probe plus chain analysis; CPU is this process's (all threads)."""
     profile = load_profile(str(profile_path))
-    target = parse_target(f"smtp://{HOST}:{relay_port}")
+    target = parse_target(f"smtp://{host}:{relay_port}")
     options = ProbeOptions(first_address=True)
     side = Side("relaywatch", n)
     relay = psutil.Process(relay_pid)
@@ -299,9 +129,11 @@ def run_relaywatch(profile_path: Path, relay_port: int, relay_pid: int, n: int, 
     return side
 
 
-def run_blackbox(bb_port: int, bb_pid: int, relay_port: int, relay_pid: int, n: int, warmup: int) -> Side:
+def run_blackbox(
+    bb_port: int, bb_pid: int, host: str, relay_port: int, relay_pid: int, n: int, warmup: int
+) -> Side:
     """GET /probe over one keep-alive connection; the exporter's CPU comes from /proc (psutil)."""
-    path = f"/probe?module=smtp_starttls&target={HOST}:{relay_port}"
+    path = f"/probe?module=smtp_starttls&target={host}:{relay_port}"
     status, body = http_get(HOST, bb_port, path)
     if status != 200 or not _success(body):
         _, debug = http_get(HOST, bb_port, path + "&debug=true")
@@ -338,7 +170,7 @@ def run_blackbox(bb_port: int, bb_pid: int, relay_port: int, relay_pid: int, n: 
 
 
 def _success(body: bytes) -> bool:
-    return any(line.strip() == b"probe_success 1" for line in body.splitlines())
+    return blackbox_success(body)
 
 
 # ---------------------------------------------------------------- report
@@ -360,7 +192,7 @@ def report(rw: dict[str, float | None], bb: dict[str, float | None], n: int) -> 
         ("HTTP client CPU ms/probe (excluded)", "client_cpu_ms_mean"),
         ("relay CPU ms/probe (excluded)", "relay_cpu_ms_mean"),
     ]
-    print(f"\nSequential SMTP STARTTLS probes against one lab relay on {HOST}, N={n}")
+    print(f"\nSequential SMTP STARTTLS probes against one lab relay on loopback, N={n}")
     print(f"{'':38}{'relaywatch':>12}{'blackbox':>12}{'rw/bb':>9}")
     for label, key in rows:
         r = ratio(rw[key], bb[key])
@@ -397,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="leave Nagle on at the relay, as the stock lab relay does (adds ~40 ms idle per probe)",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help=f"JSON results (default {OUTPUT})")
     args = parser.parse_args(argv)
     if not 1 <= args.probes <= MAX_PROBES or not 0 <= args.warmup <= 1000:
         parser.error(f"--probes must be 1..{MAX_PROBES}, --warmup 0..1000")
@@ -406,13 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             directory = Path(tmp)
             profile = make_lab_pki().write(directory)
             with contextlib.ExitStack() as stack:
-                relay_port, relay_pid = stack.enter_context(relay_process(directory, not args.relay_nagle))
-                bb_port, bb_pid, bb_version = stack.enter_context(blackbox_process(directory, relay_port))
+                relays = stack.enter_context(relay_process(directory, 1, PORTS, nagle=args.relay_nagle))
+                host, relay_port, relay_pid = relays.hosts[0], relays.port, relays.pid
+                bbx = stack.enter_context(blackbox_process(directory, PORTS, exclude=[relay_port]))
+                bb_port, bb_pid, bb_version = bbx.port, bbx.pid, bbx.version
                 nagle = "on" if args.relay_nagle else "off"
-                print(f"relay {HOST}:{relay_port} (pid {relay_pid}, Nagle {nagle})")
+                print(f"relay {host}:{relay_port} (pid {relay_pid}, Nagle {nagle})")
                 print(f"blackbox {HOST}:{bb_port} (pid {bb_pid}, {bb_version})")
-                rw = run_relaywatch(profile, relay_port, relay_pid, args.probes, args.warmup)
-                bb = run_blackbox(bb_port, bb_pid, relay_port, relay_pid, args.probes, args.warmup)
+                rw = run_relaywatch(profile, host, relay_port, relay_pid, args.probes, args.warmup)
+                bb = run_blackbox(bb_port, bb_pid, host, relay_port, relay_pid, args.probes, args.warmup)
     except (BenchError, OSError, subprocess.SubprocessError) as exc:
         print(f"probe_bench: {exc}", file=sys.stderr)
         return 1
@@ -423,12 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probes": args.probes,
         "warmup": args.warmup,
         "relay_nagle": args.relay_nagle,
-        "host": {
-            "python": platform.python_version(),
-            "cpus": psutil.cpu_count(),
-            "machine": platform.machine(),
-            "blackbox": bb_version,
-        },
+        "host": {**machine(), "blackbox": bb_version},
         "relaywatch": rws,
         "blackbox": bbs,
         **verdict,

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from prometheus_client.core import Metric
@@ -15,6 +16,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from relaywatch.analysis.baseline import Baseline
 from relaywatch.analysis.profile import TrustProfile
 from relaywatch.export.exposition import expose
+from relaywatch.export.families import Metric as OurMetric
 from relaywatch.export.metrics import (
     BUCKETS,
     MAX_LABEL,
@@ -304,11 +306,14 @@ def _early_trace() -> PathTrace:
 
 
 class _Families(Collector):
-    def __init__(self, metrics: list[Metric]) -> None:
+    """The agent's own families (relaywatch.export.families) handed to client_python, which reads them
+    by their attributes as it reads its own."""
+
+    def __init__(self, metrics: list[OurMetric]) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        return iter(self.metrics)
+        return iter(cast(list[Metric], self.metrics))
 
 
 def test_cached_rendering_matches_prometheus_clients_own(results: dict[str, ProbeResult]) -> None:

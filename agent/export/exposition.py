@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from prometheus_client.core import Metric
-from prometheus_client.utils import floatToGoString
+from relaywatch.export.families import Metric, float_to_go_string
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_go: Callable[[float], str] = floatToGoString  # Go's float formatting, as Prometheus writes it (untyped)
+_go: Callable[[float], str] = float_to_go_string  # Go's float formatting, as Prometheus writes it (untyped)
 
 
 def _escape(value: str) -> str:

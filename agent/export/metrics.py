@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from relaywatch import __version__
+from relaywatch.export.families import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from relaywatch.host.model import HostReport
 from relaywatch.model import DaneStatus, ProbeResult, StartTLSState, Verdict
 from relaywatch.path.model import PathResult, PathStatus

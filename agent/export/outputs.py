@@ -9,7 +9,6 @@ import os
 import socket
 import tempfile
 import threading
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -87,6 +86,8 @@ class Outputs:
 
 def push(url: str, job: str, instance: str, body: bytes, timeout: float = PUSH_TIMEOUT) -> None:
     """PUT replaces every series of this grouping key, as prometheus_client's push_to_gateway does."""
+    import urllib.request  # only agents that push pay for it (http.client, email: about 3 MB)
+
     target = f"{url.rstrip('/')}/metrics/job/{quote(job, safe='')}/instance/{quote(instance, safe='')}"
     request = urllib.request.Request(target, data=body, method="PUT", headers={"Content-Type": CONTENT_TYPE})
     with urllib.request.urlopen(request, timeout=timeout) as response:

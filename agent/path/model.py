@@ -52,6 +52,17 @@ class SentSyn:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceRequest:
+    """One trace asked of a serving path worker (`--serve`: one JSON line in, one JSON line out)."""
+
+    address: str
+    port: int
+    max_hops: int = 16
+    timeout: float = 2.0
+    implicit_tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerAnswer:
     """What the path worker prints: a trace, or why it could not measure."""
 

@@ -1,4 +1,6 @@
-"""The path worker: `python -m relaywatch.path.worker ADDRESS PORT` prints one JSON PathTrace (or why not).
+"""The path worker: `python -m relaywatch.path.worker ADDRESS PORT` prints one JSON PathTrace (or why not);
+`python -m relaywatch.path.worker --serve` answers one JSON line per TraceRequest line on stdin until
+stdin ends (the agent's tracer: scapy is imported once for a batch of traces, see path/client.py).
 
 A process of its own, so scapy's import (tens of MB) and its raw sockets never live in the agent."""
 
@@ -8,8 +10,10 @@ import argparse
 import socket
 import sys
 
-from relaywatch.codec import encode
-from relaywatch.path.model import WorkerAnswer
+from relaywatch.codec import CodecError, decode, encode
+from relaywatch.path.model import TraceRequest, WorkerAnswer
+
+MAX_REQUEST = 4096  # a TraceRequest line is well under 200 bytes
 
 
 def raw_socket_reason(v6: bool) -> str | None:
@@ -24,7 +28,39 @@ def raw_socket_reason(v6: bool) -> str | None:
     return None
 
 
+def answer(request: TraceRequest) -> WorkerAnswer:
+    reason = raw_socket_reason(":" in request.address)
+    if reason:
+        return WorkerAnswer(unavailable=reason)
+    from relaywatch.path.trace import measure  # scapy: only now, only here
+
+    hops = max(1, min(request.max_hops, 32))
+    timeout = max(0.1, min(request.timeout, 30.0))
+    try:
+        return WorkerAnswer(measure(request.address, request.port, hops, timeout, request.implicit_tls))
+    except (OSError, ValueError) as exc:
+        return WorkerAnswer(unavailable=f"trace failed: {exc}")
+
+
+def serve() -> int:
+    """One answer line per request line; a line that is not a TraceRequest ends the worker (exit 2)."""
+    out = sys.stdout.buffer
+    for line in sys.stdin.buffer:
+        if len(line) > MAX_REQUEST:
+            return 2
+        try:
+            request = decode(line, TraceRequest)
+        except CodecError:
+            return 2
+        out.write(encode(answer(request)) + b"\n")
+        out.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in == ["--serve"]:
+        return serve()
     p = argparse.ArgumentParser(prog="relaywatch-path-worker")
     p.add_argument("address")
     p.add_argument("port", type=int)
@@ -33,19 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tls", action="store_true", help="implicit TLS: read the ServerHello's TTL, not a greeting's"
     )
-    args = p.parse_args(argv)
-    reason = raw_socket_reason(":" in args.address)
-    if reason:
-        sys.stdout.buffer.write(encode(WorkerAnswer(unavailable=reason)))
-        return 0
-    from relaywatch.path.trace import measure  # scapy: only now, only here
-
-    try:
-        trace = measure(args.address, args.port, max(1, min(args.max_hops, 32)), args.timeout, args.tls)
-    except (OSError, ValueError) as exc:
-        sys.stdout.buffer.write(encode(WorkerAnswer(unavailable=f"trace failed: {exc}")))
-        return 0
-    sys.stdout.buffer.write(encode(WorkerAnswer(trace)))
+    args = p.parse_args(args_in)
+    request = TraceRequest(args.address, args.port, args.max_hops, args.timeout, args.tls)
+    sys.stdout.buffer.write(encode(answer(request)))
     return 0
 
 

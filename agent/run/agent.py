@@ -84,7 +84,8 @@ def serve(settings: Settings) -> int:
     handler.setFormatter(_Json() if settings.log_format == "json" else _Logfmt())
     logging.basicConfig(level=getattr(logging, settings.log_level.upper()), handlers=[handler], force=True)
     # TLS, X.509 and the analysis live in the probe worker; this process schedules, keeps state, serves
-    worker = Worker(WORKER_THREADS)
+    # the first worker is forked at the config's first profile check, before any thread starts
+    worker = Worker(WORKER_THREADS, fork=True)
     try:
         return _serve(settings, worker)
     finally:
@@ -131,7 +132,7 @@ def _serve(settings: Settings, worker: Worker) -> int:
     paths = PathRunner(state)
     host = HostWatch(state, worker.host)
     listeners: list[Listener] = [outputs.changed, paths, *([events] if events else [])]
-    scheduler = Scheduler(state, worker.probe, listeners)
+    scheduler = Scheduler(state, worker.probe, listeners, worker.probe_async, worker.expire)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -55,6 +55,7 @@ class PathSettings:
     every: int = 10  # rounds between traces of an address (and on every verdict change); 0: on change only
     max_hops: int = 16
     timeout: float = 2.0
+    concurrency: int = 2  # traces at once (each a tracer process while it has work)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +246,17 @@ class _Parser:
         node = self.section(
             doc,
             "path",
-            frozenset({"enabled", "every", "max_hops", "timeout"}),
-            "enabled, every, max_hops, timeout",
+            frozenset({"enabled", "every", "max_hops", "timeout", "concurrency"}),
+            "enabled, every, max_hops, timeout, concurrency",
         )
         every, hops = node.get("every", 10), node.get("max_hops", 16)
         if not isinstance(every, int) or every < 0 or not isinstance(hops, int) or not 1 <= hops <= 32:
             raise self.fail(node, None, "path: every is a whole number of rounds >= 0, max_hops 1 to 32")
-        return PathSettings(bool(node.get("enabled", True)), every, hops, self.duration(node, "timeout", 2.0))
+        at_once = node.get("concurrency", 2)
+        if not isinstance(at_once, int) or isinstance(at_once, bool) or not 1 <= at_once <= 8:
+            raise self.fail(node, "concurrency", "path: concurrency is 1 to 8 traces at once")
+        timeout = self.duration(node, "timeout", 2.0)
+        return PathSettings(bool(node.get("enabled", True)), every, hops, timeout, at_once)
 
     def metrics(self, doc: _Lines) -> bool:
         node = self.section(doc, "metrics", frozenset({"detail"}), "detail")

@@ -33,6 +33,9 @@ from relaywatch.target import Target
 
 # how a target gets probed: the probe worker in the agent (client.Worker.probe), in-process in tests
 Prober = Callable[[Target, ProfileRef, ProbeOptions], list[ProbeResult]]
+# the same without a waiting thread: the last argument is called with the results, or with why there are none
+Done = Callable[[list[ProbeResult] | None, BaseException | None], None]
+AsyncProber = Callable[[Target, ProfileRef, ProbeOptions, Done], None]
 Listener = Callable[[TargetConfig, Sequence[ProbeResult], Sequence[Change]], None]
 
 log = logging.getLogger("relaywatch.scheduler")
@@ -51,9 +54,22 @@ def options_for(tc: TargetConfig, inspect: bool = False) -> ProbeOptions:
 
 
 class Scheduler:
-    def __init__(self, state: AgentState, probe: Prober, listeners: Sequence[Listener] = ()) -> None:
+    """probe_async (the agent's probe worker): a probe occupies no thread of this process while it runs,
+    its results are handled where they arrive (the worker client's reader thread), and `expire` runs at
+    least once a second to fail requests past their deadline. Without it, `probe` runs on a pool thread."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        probe: Prober,
+        listeners: Sequence[Listener] = (),
+        probe_async: AsyncProber | None = None,
+        expire: Callable[[], None] = lambda: None,
+    ) -> None:
         self.state = state
         self.probe = probe
+        self.probe_async = probe_async
+        self.expire = expire
         self.listeners = list(listeners)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -94,31 +110,65 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            limit = self.state.config.concurrency
             with self._lock:
                 now = time.monotonic()
                 wait = self._queue[0][0] - now if self._queue else 1.0
-                due = []
-                while self._queue and self._queue[0][0] <= now:
+                due: list[str] = []
+                while self._queue and self._queue[0][0] <= now and len(self._inflight) + len(due) < limit:
                     due.append(heapq.heappop(self._queue)[2])
+                if self._queue and self._queue[0][0] <= now:
+                    wait = 1.0  # at the limit: a probe's end wakes this loop
             targets = {t.name: t for t in self.state.config.targets}
             for name in due:
                 tc = targets.get(name)
                 if tc is None or name in self._inflight:
                     continue
                 self._inflight.add(name)
-                self._pool.submit(self._run, tc, self._generation)
+                if self.probe_async is not None:
+                    self._start(tc, self._generation)
+                else:
+                    self._pool.submit(self._run, tc, self._generation)
+            self.expire()
             self._wake.wait(max(0.01, min(wait, 1.0)))
             self._wake.clear()
 
-    def _run(self, tc: TargetConfig, generation: int) -> None:
+    def _start(self, tc: TargetConfig, generation: int) -> None:
+        assert self.probe_async is not None
+        confirming = tc.name in self._confirm
+        self._confirm.discard(tc.name)
+
+        def done(results: list[ProbeResult] | None, error: BaseException | None) -> None:
+            self._finish(tc, generation, results, error)
+
         try:
-            confirming = tc.name in self._confirm
-            self._confirm.discard(tc.name)
+            self.probe_async(tc.target, tc.profile, options_for(tc, inspect=confirming), done)
+        except Exception as exc:  # not even sent (the agent is stopping, the worker cannot start)
+            self._finish(tc, generation, None, exc)
+
+    def _run(self, tc: TargetConfig, generation: int) -> None:
+        confirming = tc.name in self._confirm
+        self._confirm.discard(tc.name)
+        try:
+            results, error = self.probe(tc.target, tc.profile, options_for(tc, inspect=confirming)), None
+        except Exception as exc:
+            results, error = None, exc
+        self._finish(tc, generation, results, error)
+
+    def _finish(
+        self,
+        tc: TargetConfig,
+        generation: int,
+        probed: list[ProbeResult] | None,
+        error: BaseException | None,
+    ) -> None:
+        """A probe's end: its results recorded (or the failure), listeners told, the next probe queued."""
+        try:
             results: Sequence[ProbeResult]
             try:
-                results = self.state.with_baseline(
-                    self.probe(tc.target, tc.profile, options_for(tc, inspect=confirming))
-                )
+                if probed is None:
+                    raise error or RuntimeError("no results")
+                results = self.state.with_baseline(probed)
                 changes = self.state.record(tc, results)
             except Exception as exc:  # the worker died or hung: nothing learnt about the target's addresses
                 log.error("probe of %s failed: %s", tc.name, exc)

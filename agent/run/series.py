@@ -1,5 +1,6 @@
 """The per-target accumulator: what the agent keeps per target and address between scrapes (the last
-result, the probe counters, the duration histogram) and its exposition lines, rendered when it changes."""
+result, the probe counters, the duration histogram) and its exposition lines, rendered at the first
+scrape after a change."""
 
 from __future__ import annotations
 
@@ -25,12 +26,27 @@ class Series:
     duration_sum: float = 0.0
     entry_id: int = 0  # the probe in the agent's history that produced `result`
     chain_changed_at: float | None = None  # when the baseline last saw this path's chain change
-    rendered: dict[str, bytes] = field(default_factory=dict)  # exposition lines per family, see exposition.py
+    _lines: dict[str, bytes] = field(
+        default_factory=dict, init=False, repr=False
+    )  # exposition lines per family, see exposition.py
+    _stale: tuple[PathResult | None, Layout] | None = field(
+        default=None, init=False, repr=False
+    )  # what the next read renders with, if due
 
     def render(self, path: PathResult | None, layout: Layout = Layout()) -> None:
-        """Called whenever the result or the path changes; scrapes then only join these lines."""
-        key = {(self.target, self.address): path} if path else {}
-        self.rendered = render([*families([self], layout), *path_families([self], key, layout)])
+        """Called whenever the result or the path changes. Only marks the lines stale: they are rendered
+        when next read (a scrape), never per probe, since probes usually outnumber scrapes."""
+        self._stale = (path, layout)
+
+    @property
+    def rendered(self) -> dict[str, bytes]:
+        """The exposition lines per family; read under the owner's lock (state.py), as render() is."""
+        if self._stale is not None:
+            path, layout = self._stale
+            key = {(self.target, self.address): path} if path else {}
+            self._lines = render([*families([self], layout), *path_families([self], key, layout)])
+            self._stale = None
+        return self._lines
 
     def observe(self, result: ProbeResult) -> None:
         self.result = result

@@ -11,6 +11,7 @@ import concurrent.futures
 import os
 import sys
 import threading
+from typing import IO
 
 from relaywatch.analysis.profile import TrustProfile, load_profile
 from relaywatch.analysis.profile_ref import ProfileError
@@ -56,15 +57,20 @@ def handle(request: Request) -> Reply:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exec'd by the agent (or by hand): frames on stdin and stdout."""
+    args = argv if argv is not None else sys.argv[1:]
+    concurrency = int(args[0]) if args else 16
+    return serve(sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb"), concurrency)
+
+
+def serve(inp: IO[bytes], out: IO[bytes], concurrency: int) -> int:
+    """Requests from `inp`, replies to `out`, until `inp` ends (the agent went away or replaces this
+    worker). Also the entry point of a worker forked by the agent's fork server (forkserver.py)."""
     # measured: with glibc's default arenas this worker grew 51.6 -> 59.5 MB over 65,000 probes; with one
     # arena it stays flat at about 52 MB (its own Python allocations never grew)
     fewer_malloc_arenas(1)
-    args = argv if argv is not None else sys.argv[1:]
-    concurrency = int(args[0]) if args else 16
-    # the protocol owns stdout: anything printed by accident goes to stderr instead
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    # the protocol owns `out`: anything printed by accident goes to stderr instead
     sys.stdout = sys.stderr
-    inp = sys.stdin.buffer
     lock = threading.Lock()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
 

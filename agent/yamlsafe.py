@@ -66,6 +66,13 @@ def _problem(node: Node, exc: Exception) -> str:
     return f"{shown} is not a valid {kind}" + (f" ({reason})" if reason else "")
 
 
+def problem(exc: yaml.YAMLError) -> str:
+    """What is wrong, in one line: a reader error (a control character, bad UTF-8) has no `problem` and a
+    multi-line message."""
+    text = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:200]
+
+
 def safe_load(text: str | bytes) -> Any:
     """yaml.safe_load with the limits above."""
     return yaml.load(text, Loader=SafeLoader)

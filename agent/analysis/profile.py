@@ -18,7 +18,7 @@ from relaywatch.analysis.ct import CTError, LogList, load_log_list
 from relaywatch.analysis.membership import Pool
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.analysis.publicroots import PublicRoots, public_roots
-from relaywatch.yamlsafe import safe_load
+from relaywatch.yamlsafe import problem, safe_load
 
 TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
 # OpenSSL's names for the negotiated version -> the profile's spelling
@@ -112,7 +112,7 @@ def _parse(path: Path) -> TrustProfile:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}:" if mark else ""
-        raise ProfileError(f"{where}:{line} invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+        raise ProfileError(f"{where}:{line} invalid YAML: {problem(exc)}") from exc
     if not isinstance(doc, dict):
         raise ProfileError(f"{where}: expected a mapping with name, version, anchors")
     name = _string(doc, "name", where, required=True)

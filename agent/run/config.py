@@ -15,7 +15,7 @@ from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.export.metrics import Layout, reserved_label_names
 from relaywatch.probe.dnsconfig import DNSConfig, DNSSECMode, parse_resolver
 from relaywatch.target import AllowPattern, Target, TargetError, parse_allow_pattern, parse_target
-from relaywatch.yamlsafe import SafeLoader
+from relaywatch.yamlsafe import SafeLoader, problem
 
 DEFAULT_CONFIG = """\
 interval: 60s
@@ -390,7 +390,7 @@ def _document(text: str, source: str) -> _Lines:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+        raise ConfigError(f"{where}: invalid YAML: {problem(exc)}") from exc
     if not isinstance(doc, _Lines):
         raise ConfigError(f"{source}: expected a mapping with 'targets'")
     return doc

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 from relaywatch.run.config import ConfigError
-from relaywatch.yamlsafe import safe_load
+from relaywatch.yamlsafe import problem, safe_load
 
 # exporter-toolkit's client_auth_type values -> what Python's ssl module can enforce
 _CLIENT_AUTH = {
@@ -166,8 +166,7 @@ def load_web_config(path: str | None) -> WebConfig:
         raise ConfigError(f"{path}: cannot read: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{path}:{mark.line + 1 if mark else '?'}: invalid YAML: {problem(exc)}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping")
     unknown = {str(k) for k in doc} - {"tls_server_config", "basic_auth_users", "http_server_config"}

@@ -24,19 +24,26 @@ class Sample(NamedTuple):
 
 
 class Metric:
-    def __init__(self, name: str, documentation: str, typ: str, unit: str = "") -> None:
+    def __init__(
+        self, name: str, documentation: str, typ: str, unit: str = "", labels: Sequence[str] = ()
+    ) -> None:
         if unit and not name.endswith("_" + unit):
             name += "_" + unit
         if not _NAME.match(name):
             raise ValueError(f"invalid metric name {name!r}")
         self.name, self.documentation, self.type, self.unit = name, documentation, typ, unit
+        self._labelnames = tuple(labels)
         self.samples: list[Sample] = []
 
-    def __repr__(self) -> str:
-        return f"Metric({self.name!r}, {self.type}, {len(self.samples)} samples)"
+    def _labelled(self, values: Sequence[str]) -> dict[str, str]:
+        return dict(zip(self._labelnames, values, strict=False))
 
 
-class GaugeMetricFamily(Metric):
+class _OneValue(Metric):
+    """A gauge or a counter: one sample per label set, named `name + suffix`."""
+
+    typ, suffix = "", ""
+
     def __init__(
         self,
         name: str,
@@ -45,48 +52,37 @@ class GaugeMetricFamily(Metric):
         labels: Sequence[str] = (),
         unit: str = "",
     ) -> None:
-        super().__init__(name, documentation, "gauge", unit)
-        self._labelnames = tuple(labels)
+        super().__init__(
+            name.removesuffix(self.suffix) if self.suffix else name, documentation, self.typ, unit, labels
+        )
         if value is not None:
             self.add_metric([], value)
 
     def add_metric(self, labels: Sequence[str], value: float) -> None:
-        self.samples.append(Sample(self.name, dict(zip(self._labelnames, labels, strict=False)), value))
+        self.samples.append(Sample(self.name + self.suffix, self._labelled(labels), value))
 
 
-class CounterMetricFamily(Metric):
+class GaugeMetricFamily(_OneValue):
+    typ = "gauge"
+
+
+class CounterMetricFamily(_OneValue):
     """The family is named without `_total`; its samples carry it (as in prometheus_client)."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        value: float | None = None,
-        labels: Sequence[str] = (),
-        unit: str = "",
-    ) -> None:
-        super().__init__(name.removesuffix("_total"), documentation, "counter", unit)
-        self._labelnames = tuple(labels)
-        if value is not None:
-            self.add_metric([], value)
-
-    def add_metric(self, labels: Sequence[str], value: float) -> None:
-        labelled = dict(zip(self._labelnames, labels, strict=False))
-        self.samples.append(Sample(self.name + "_total", labelled, value))
+    typ, suffix = "counter", "_total"
 
 
 class HistogramMetricFamily(Metric):
     def __init__(self, name: str, documentation: str, labels: Sequence[str] = (), unit: str = "") -> None:
-        super().__init__(name, documentation, "histogram", unit)
-        self._labelnames = tuple(labels)
+        super().__init__(name, documentation, "histogram", unit, labels)
 
     def add_metric(
         self, labels: Sequence[str], buckets: Sequence[tuple[str, float]], sum_value: float
     ) -> None:
         """buckets: (le, cumulative count), sorted, +Inf last (it is the count)."""
-        base = list(zip(self._labelnames, labels, strict=False))
+        base = self._labelled(labels)
         for le, value in buckets:
-            self.samples.append(Sample(self.name + "_bucket", dict([*base, ("le", le)]), value))
+            self.samples.append(Sample(self.name + "_bucket", {**base, "le": le}, value))
         if float(buckets[0][0]) >= 0:
             self.samples.append(Sample(self.name + "_count", dict(base), buckets[-1][1]))
             self.samples.append(Sample(self.name + "_sum", dict(base), sum_value))

@@ -80,7 +80,7 @@ def common_name(name: x509.Name) -> str:
     if attrs:
         value = attrs[0].value
         return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return name.rfc4514_string()
+    return rfc4514(name)
 
 
 def dns_names(cert: x509.Certificate) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from relaywatch.analysis.certs import common_name, rfc4514, spki_sha256
-from relaywatch.analysis.membership import signed_by
+from relaywatch.analysis.membership import issuer_of
 
 
 def _none(_cert: x509.Certificate) -> bool:
@@ -181,14 +181,14 @@ def _identify(
         return Match(None, None, "", "no certificate")
     leaf, upper = chain[0], [c for c in chain[1:] if not profile_cert(c)]
     # (a CA's name, its certificate if presented)
-    candidates: list[tuple[x509.Name, x509.Certificate | None]] = [(leaf.issuer, _issuer_cert(leaf, upper))]
+    candidates: list[tuple[x509.Name, x509.Certificate | None]] = [(leaf.issuer, issuer_of(leaf, upper))]
     for cert in upper:
-        candidates += [(cert.subject, cert), (cert.issuer, _issuer_cert(cert, upper))]
+        candidates += [(cert.subject, cert), (cert.issuer, issuer_of(cert, upper))]
     for name, named in candidates:
         found = catalogue().ca(name, named)
         if found is not None:
             return Match(found[0], named, rfc4514(name), found[1], common_name(name))
-    ca = _issuer_cert(leaf, upper) or (leaf if leaf.issuer == leaf.subject else None)
+    ca = issuer_of(leaf, upper) or (leaf if leaf.issuer == leaf.subject else None)
     name = ca.subject if ca is not None else leaf.issuer
     return Match(
         None, ca, rfc4514(name), "issuer of the leaf (no product pattern matched)", common_name(name)
@@ -205,11 +205,3 @@ def identify_stripper(capabilities: Sequence[str], reply: str | None) -> Product
 
 def ca_spki(match: Match) -> str:
     return spki_sha256(match.ca) if match.ca is not None else ""
-
-
-def _issuer_cert(cert: x509.Certificate, pool: Sequence[x509.Certificate]) -> x509.Certificate | None:
-    """The presented certificate whose key signed `cert` (a name match alone can be a spoof)."""
-    for candidate in pool:
-        if candidate is not cert and signed_by(cert, candidate):
-            return candidate
-    return None

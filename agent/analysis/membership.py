@@ -103,6 +103,11 @@ def membership(chain: Sequence[x509.Certificate], pool: Pool) -> Membership:
     return result
 
 
+def issuer_of(cert: x509.Certificate, pool: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    """The certificate of `pool` whose key signed `cert` (a name match alone can be a spoof)."""
+    return next((c for c in pool if c is not cert and signed_by(cert, c)), None)
+
+
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Issuer name equals subject and the issuer's key verifies the signature (any key type the library
     can load; anything else, including an attacker's odd algorithm, is simply not a link)."""

@@ -32,7 +32,7 @@ class Policy:
 
 def parse_txt(records: tuple[str, ...]) -> str:
     """The policy id from the `_mta-sts` TXT RRset: exactly one record starting `v=STSv1` (§3.1)."""
-    versions = [r for r in (_txt(t) for t in records) if r.startswith("v=STSv1")]
+    versions = [r for r in (txt_value(t) for t in records) if r.startswith("v=STSv1")]
     if len(versions) != 1:
         raise PolicyError(f"{len(versions)} TXT records start with v=STSv1 (exactly one is valid)")
     fields = dict(_pairs(versions[0]))
@@ -42,7 +42,7 @@ def parse_txt(records: tuple[str, ...]) -> str:
     return policy_id
 
 
-def _txt(record: str) -> str:
+def txt_value(record: str) -> str:
     parts = [p for i, p in enumerate(record.split('"')) if i % 2 == 1]
     return "".join(parts) if parts else record
 

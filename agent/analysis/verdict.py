@@ -21,7 +21,7 @@ from relaywatch.analysis import mta_sts as sts
 from relaywatch.analysis.chain import PathResult, PathStatus, validate
 from relaywatch.analysis.ct import check_leaf
 from relaywatch.analysis.interceptors import Match, ca_spki, identify, identify_stripper, products
-from relaywatch.analysis.membership import membership, signed_by
+from relaywatch.analysis.membership import issuer_of, membership
 from relaywatch.analysis.profile import TrustProfile
 from relaywatch.analysis.session import auth_exposure, tls_parameters
 from relaywatch.analysis.truststore import HostStore, host_store
@@ -393,9 +393,7 @@ def _judge_chain(
 def _leaf_issuer(chain: tuple[x509.Certificate, ...], profile: TrustProfile) -> x509.Certificate | None:
     """The certificate whose key signed the leaf (its SPKI hash is part of what the SCTs sign): presented,
     or the profile's. Cached per chain and profile (a profile hashes by identity)."""
-    leaf = chain[0]
-    pool = (*chain[1:], *profile.intermediates, *profile.anchors)
-    return next((c for c in pool if c is not leaf and signed_by(leaf, c)), None)
+    return issuer_of(chain[0], (*chain[1:], *profile.intermediates, *profile.anchors))
 
 
 def _member_rejected(result: PathResult, path: Sequence[x509.Certificate], at: dt.datetime) -> list[Finding]:

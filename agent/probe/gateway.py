@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from relaywatch.addresses import AddressFamily
+from relaywatch.analysis.mta_sts import txt_value
 from relaywatch.model import DNSAnswer, GatewayDNS, PolicyFetch, ProbeRecord
 from relaywatch.probe import dns
 from relaywatch.probe.dnsconfig import MTA_STS_CA_FILE_ENV, MTA_STS_PORT_ENV, DNSSECMode
@@ -122,15 +123,9 @@ def mta_sts(domain: str, options: ProbeOptions, deadline: float) -> tuple[DNSAns
     """The `_mta-sts` TXT record; the policy only when a record says there is one (RFC 8461 §3.1)."""
     where = dns.server(options.dns)
     txt = dns.lookup(where, f"_mta-sts.{domain}", "TXT", deadline)
-    if txt.status != "ok" or not any(_txt(r).startswith("v=STSv1") for r in txt.records):
+    if txt.status != "ok" or not any(txt_value(r).startswith("v=STSv1") for r in txt.records):
         return txt, None
     return txt, fetch_policy(domain, options, deadline)
-
-
-def _txt(record: str) -> str:
-    """TXT presentation form ("a" "b") as the concatenated string."""
-    parts = [p for i, p in enumerate(record.split('"')) if i % 2 == 1]
-    return "".join(parts) if parts else record
 
 
 def fetch_policy(domain: str, options: ProbeOptions, deadline: float) -> PolicyFetch:

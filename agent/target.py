@@ -23,6 +23,9 @@ _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 _PORT = re.compile(r"^[0-9]{1,5}$")  # ASCII only: "²5".isdigit() is True
 _NUMERIC_TLD = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")  # inet_aton reads "127.1" and "0x7f.1" as addresses
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f/?#@\\%]")  # whitespace, controls, path, query, userinfo, zone ids
+GATEWAY_PORT = 25
+# names that never go to DNS (RFC 6761): the lab's relays and anything local
+_SPECIAL_TLDS = ("localhost", "invalid")
 
 
 class TargetError(ValueError):
@@ -56,6 +59,21 @@ class Target:
     @property
     def host_is_ip(self) -> bool:
         return _ip(self.host) is not None
+
+    @property
+    def gateway(self) -> bool:
+        """Probed with DNS evidence (probe/gateway.py): `mx:` targets, and plain host targets on the SMTP
+        relay port, where DANE applies (RFC 7672 is about MX delivery)."""
+        if self.scheme == protocols.MX_SCHEME:
+            return True
+        return (
+            self.mail_protocol is not None
+            and self.mail_protocol.name == "smtp"
+            and self.starttls
+            and self.port == GATEWAY_PORT
+            and not self.host_is_ip
+            and self.host.rsplit(".", 1)[-1] not in _SPECIAL_TLDS
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {"raw": self.raw, "scheme": self.scheme, "host": self.host, "port": self.port}

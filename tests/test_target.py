@@ -151,3 +151,20 @@ def ipaddress_or_none(host: str) -> object:
         return ipaddress.ip_address(host)
     except ValueError:
         return None
+
+
+@pytest.mark.parametrize(
+    ("text", "gateway"),
+    [
+        ("mx:contoso.com", True),
+        ("contoso-com.mail.protection.outlook.com:25", True),
+        ("smtp://relay.example:25", True),
+        ("smtp.office365.com:587", False),
+        ("outlook.office365.com:993", False),
+        ("127.0.0.1:25", False),  # an address: no names to look up, no DANE
+        ("relay.localhost:25", False),  # RFC 6761 names never go to DNS
+        ("tls://relay.example:25", False),  # implicit TLS: not the SMTP relay port's STARTTLS
+    ],
+)
+def test_gateway_targets_are_the_ones_dns_evidence_applies_to(text: str, gateway: bool) -> None:
+    assert parse_target(text).gateway is gateway

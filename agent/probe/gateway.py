@@ -26,28 +26,13 @@ from relaywatch.probe.dnsconfig import MTA_STS_CA_FILE_ENV, MTA_STS_PORT_ENV, DN
 from relaywatch.probe.limits import ProbeError
 from relaywatch.probe.options import ProbeOptions
 from relaywatch.probe.resolve import _capped, _static_hosts
-from relaywatch.target import Target, TargetError, normalise_host
+from relaywatch.target import GATEWAY_PORT, Target, TargetError, normalise_host
 
-GATEWAY_PORT = 25
 MAX_MX_HOSTS = 8  # each is a probe of every address: a hostile zone could list hundreds
 MAX_POLICY = 64 * 1024  # RFC 8461 §3.3 suggests 64 KiB as the maximum policy size
 DNS_SHARE = 0.4  # of the target's timeout, for the DNS of one host
-# names that never go to DNS (RFC 6761): the lab's relays and anything local
-_SPECIAL = ("localhost", "invalid")
 
 Probe = Callable[[Target, list[str], GatewayDNS], list[ProbeRecord]]
-
-
-def eligible(target: Target) -> bool:
-    """Plain host targets on the SMTP relay port: DANE applies (RFC 7672 is about MX delivery)."""
-    return (
-        target.mail_protocol is not None
-        and target.mail_protocol.name == "smtp"
-        and target.starttls
-        and target.port == GATEWAY_PORT
-        and not target.host_is_ip
-        and target.host.rsplit(".", 1)[-1] not in _SPECIAL
-    )
 
 
 def host_evidence(

@@ -46,22 +46,22 @@ def probe_target(
 ) -> list[ProbeRecord]:
     """Resolve, then probe every address at once: the whole target stays within one timeout. Gateway
     targets (port 25, mx:) resolve through the configured DNS resolver and carry its evidence."""
-    from relaywatch.probe import gateway  # dnspython: loaded by the probe worker only
-
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     deadline = t0 + options.limits.timeout
     evidence: GatewayDNS | None = None
     try:
-        if target.scheme == MX_SCHEME:
-            return gateway.probe_mx(
-                target,
-                options,
-                lambda t, addrs, ev: probe_addresses(
-                    t, addrs, ev, options, peer_lookup, started, t0, deadline
-                ),
-            )
-        if gateway.eligible(target):
+        if target.gateway:  # dnspython (3 MB): loaded in the probe worker, and only for these targets
+            from relaywatch.probe import gateway
+
+            if target.scheme == MX_SCHEME:
+                return gateway.probe_mx(
+                    target,
+                    options,
+                    lambda t, addrs, ev: probe_addresses(
+                        t, addrs, ev, options, peer_lookup, started, t0, deadline
+                    ),
+                )
             addresses, evidence = gateway.host_evidence(target.host, options, deadline)
         else:
             addresses = resolve(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import pickle
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +28,71 @@ def _modules_after(code: str) -> set[str]:
 def test_the_path_tracer_loads_only_the_scapy_layers_it_uses() -> None:
     mods = _modules_after("import relaywatch.path.trace")
     assert "scapy.layers.inet" in mods and "scapy.all" not in mods
+
+
+TRACER_PROCESS = textwrap.dedent(
+    """
+    import json, os, sys
+    import relaywatch.path.trace as trace
+    import scapy.data, scapy.main
+    from scapy.config import conf
+    from scapy.layers.inet import ICMP, IP, TCP, IPerror, TCPerror
+    from scapy.layers.inet6 import ICMPv6TimeExceeded, IPerror6, IPv6
+
+    out = {
+        "cache_folder": scapy.main.SCAPY_CACHE_FOLDER and str(scapy.main.SCAPY_CACHE_FOLDER),
+        "xdg_cache_home": os.environ.get("XDG_CACHE_HOME"),
+        "manuf": [type(scapy.data.MANUFDB).__name__, getattr(scapy.data.MANUFDB, "_name", None)],
+        "manuf_len": len(scapy.data.MANUFDB),
+        "bluetooth_len": len(scapy.data.BLUETOOTH_CORE_COMPANY_IDENTIFIERS),
+        "crypto_loaded": "cryptography" in sys.modules,
+        "crypto_valid": conf.crypto_valid,
+        "scapy_all": "scapy.all" in sys.modules,
+    }
+    # What the tracer builds and dissects: a SYN with options, quoted back by a router (MSS rewritten).
+    opts = trace._options()
+    syn = IP(src="192.0.2.9", dst="192.0.2.1", ttl=3) / TCP(dport=25, flags="S", window=64240, options=opts)
+    seen = IP(bytes(syn))
+    seen[TCP].options = [("MSS", 1400) if k == "MSS" else (k, v) for k, v in seen[TCP].options]
+    quote = IP(bytes(IP(src="198.51.100.1", dst="192.0.2.9") / ICMP(type=11, code=0) / seen))
+    out["v4"] = [quote.haslayer(IPerror), quote.haslayer(TCPerror), list(trace._changes(quote))]
+    syn6 = IPv6(src="2001:db8::9", dst="2001:db8::1") / TCP(dport=25, flags="S", window=1024, options=opts)
+    quote6 = IPv6(bytes(IPv6(src="2001:db8::fe", dst="2001:db8::9") / ICMPv6TimeExceeded() / syn6))
+    out["v6"] = [quote6.haslayer(IPerror6), quote6.haslayer(TCPerror), list(trace._changes(quote6))]
+    import cryptography  # importable again once scapy is loaded
+    print(json.dumps(out))
+    """
+)
+
+
+def test_the_path_tracer_has_no_vendor_tables_and_no_scapy_cache(tmp_path: Path) -> None:
+    """The manufacturer and Bluetooth tables stay empty (path/scapy_lite.py), scapy's pickle cache in
+    XDG_CACHE_HOME is neither written (an empty table would reach every scapy program of the user) nor
+    read (a planted manufdb.pickle that a cache-reading scapy would return), and packets still build and
+    dissect."""
+    cache = tmp_path / "scapy"
+    cache.mkdir()
+    planted = pickle.dumps({"id": hashlib.sha256(b"").hexdigest(), "content": {"00:00:5E": ("IANA", "IANA")}})
+    (cache / "manufdb.pickle").write_bytes(planted)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", TRACER_PROCESS], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["cache_folder"] is None and out["xdg_cache_home"] == str(tmp_path)
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert written == ["scapy", "scapy/manufdb.pickle"]
+    assert (cache / "manufdb.pickle").read_bytes() == planted
+    kind, source = out["manuf"]
+    assert kind == "ManufDA"  # built here, not the planted pickle's dict
+    # empty when built from the stubbed scapy.libs.manuf; a host's Wireshark manuf file is read instead
+    if source == "scapy/manufdb":
+        assert out["manuf_len"] == 0
+    assert out["bluetooth_len"] == 0
+    assert not out["crypto_loaded"] and out["crypto_valid"] is False and not out["scapy_all"]
+    assert out["v4"] == [True, True, ["mss_rewritten:1460->1400"]]
+    assert out["v6"] == [True, True, ["window_rewritten:64240->1024"]]
 
 
 @pytest.mark.parametrize("module", ["relaywatch.run.agent", "relaywatch.target", "relaywatch.run.client"])

@@ -11,9 +11,10 @@ import time
 from typing import Any
 
 from relaywatch.addresses import is_ipv6, socket_family
+from relaywatch.path import scapy_lite  # noqa: F401  # before any scapy import: no MAC vendor tables, no cache
 from relaywatch.path.model import Hop, PathTrace, SentSyn
 
-# Only the layers used, never scapy.all (which loads every protocol, route and manufacturer table).
+# Only the layers used, never scapy.all (which loads every protocol and route table).
 from scapy.config import conf
 from scapy.layers.inet import ICMP, IP, TCP, IPerror, TCPerror
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, ICMPv6TimeExceeded, IPerror6, IPv6

@@ -116,3 +116,10 @@ def test_the_probe_worker_loads_dnspython_only_for_gateway_targets() -> None:
     assert "relaywatch.probe.session" in mods
     assert not {m for m in mods if m == "dns" or m.startswith("dns.")}
     assert "relaywatch.probe.gateway" not in mods
+
+
+def test_the_agent_process_leaves_out_what_it_does_not_use() -> None:
+    """html.entities (the status pages escape with a table of their own), urllib.request (only with a
+    Pushgateway), prometheus_client (export/families.py) and dnspython (the probe worker's)."""
+    mods = _modules_after("import relaywatch.cli, relaywatch.run.agent")
+    assert not {"html.entities", "urllib.request", "prometheus_client", "dns"} & mods

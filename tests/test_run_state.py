@@ -10,6 +10,8 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from relaywatch.model import ProbeResult, Verdict
 from relaywatch.run import webconfig
@@ -169,3 +171,13 @@ def test_status_page_shows_dane_and_mta_sts_per_address_escaped(tmp_path: Path) 
     assert "<td>DANE bogus; MTA-STS &lt;script&gt;alert(1), mx not listed</td>" in rows["192.0.2.2"]
     assert "<td>-</td>" in rows["192.0.2.9"]
     assert "<script>" not in page
+
+
+@given(st.text())
+def test_page_escaping_is_html_escape(text: str) -> None:
+    """The status pages escape as html.escape(quote=True) does, without importing the html package."""
+    import html
+
+    from relaywatch.run.pages import _e
+
+    assert _e(text) == html.escape(text, quote=True)

@@ -5,6 +5,8 @@ The metric families themselves come from metrics.py, the one definition of every
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from relaywatch.export.families import Metric, float_to_go_string
@@ -13,8 +15,20 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _go: Callable[[float], str] = float_to_go_string  # Go's float formatting, as Prometheus writes it (untyped)
 
 
+_SPECIAL = re.compile(r'[\\\n"]')
+
+
 def _escape(value: str) -> str:
+    if _SPECIAL.search(value) is None:  # nearly every value: one scan, no copies
+        return value
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+@functools.lru_cache(maxsize=256)
+def _label_format(names: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """A family's label names, sorted as client_python writes them, and the format of its label set."""
+    order = tuple(sorted(names))
+    return order, ",".join(f'{n}="{{}}"' for n in order)
 
 
 def header(metric: Metric) -> str:
@@ -29,8 +43,12 @@ def samples(metric: Metric) -> str:
     for s in metric.samples:
         if s.name.endswith("_created"):
             continue
-        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
-        lines.append(f"{s.name}{{{labels}}} {_go(s.value)}\n" if labels else f"{s.name} {_go(s.value)}\n")
+        if not s.labels:
+            lines.append(f"{s.name} {_go(s.value)}\n")
+            continue
+        order, fmt = _label_format(tuple(s.labels))
+        labels = fmt.format(*[_escape(s.labels[n]) for n in order])
+        lines.append(f"{s.name}{{{labels}}} {_go(s.value)}\n")
     return "".join(lines)
 
 

@@ -417,9 +417,11 @@ def host_families(report: HostReport | None) -> Iterator[Metric]:
     yield from (procs, cas)
 
 
-def series_layout(layout: Layout = Layout()) -> list[Metric]:
-    """The per-series families in exposition order (empty families: for their names and headers)."""
-    return [*families([], layout), *path_families([], {}, layout)]
+@functools.lru_cache(maxsize=16)
+def series_layout(layout: Layout = Layout()) -> tuple[Metric, ...]:
+    """The per-series families in exposition order (empty families: for their names and headers); the
+    same for every scrape and /probe of a config, so made once per layout (read only)."""
+    return (*families([], layout), *path_families([], {}, layout))
 
 
 @functools.cache

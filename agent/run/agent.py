@@ -18,7 +18,7 @@ from relaywatch.run.client import Worker
 from relaywatch.run.config import Config, ConfigError, load_config, with_dns
 from relaywatch.run.events import EventLog
 from relaywatch.run.evidence import HostWatch, PathRunner
-from relaywatch.run.malloc import fewer_malloc_arenas
+from relaywatch.run.malloc import Trimmer, fewer_malloc_arenas
 from relaywatch.run.scheduler import Listener, Scheduler
 from relaywatch.run.state import AgentState
 from relaywatch.run.web import Web
@@ -125,7 +125,7 @@ def _serve(settings: Settings, worker: Worker) -> int:
             return None
 
     try:
-        web = Web(state, reload, address, web_config, worker.probe, worker.profile)
+        web = Web(state, reload, address, web_config, worker.probe_async, worker.profile)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {listen}: {exc.strerror}") from exc
     outputs = Outputs(state.exposition, settings.push_gateway, settings.textfile)
@@ -144,7 +144,9 @@ def _serve(settings: Settings, worker: Worker) -> int:
     log.info(
         "listening on %s:%d, %d targets from %s", address[0], web.port, len(config.targets), config.source
     )
-    stop.wait()
+    trimmer = Trimmer()
+    while not stop.wait(trimmer.every):  # the main thread's only work: housekeeping
+        trimmer.maybe()
     log.info("shutting down")
     scheduler.stop()
     paths.stop()

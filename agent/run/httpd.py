@@ -3,7 +3,9 @@
 One selector thread does all socket I/O (accept, TLS handshakes, reading requests, writing responses), so a
 slow or idle client costs a file descriptor and at most `max_header_bytes` of buffer, never a thread. Whole
 requests go to a fixed set of handler threads: `/metrics` and the health checks to threads of their own,
-ahead of pages, `/probe` and reloads, so a flood of those never delays a scrape.
+ahead of pages, `/probe` and reloads, so a flood of those never delays a scrape. A handler that waits on
+another process answers `Later` (/probe waits on the probe worker): its thread is free at once, and the
+response is sent from whichever thread completes it.
 
 Bounds: a whole-request deadline (from the first byte, TLS handshake included, to the last), a cap on open
 connections derived from RLIMIT_NOFILE (at the cap the oldest connection still sending its request is
@@ -71,7 +73,17 @@ class ServerLimits:
     fd_reserve: int = 48  # descriptors left for the rest of the agent (worker pipes, logs, outputs)
 
 
-Handler = Callable[[Request], Response]
+@dataclass(frozen=True, slots=True)
+class Later:
+    """A response another thread completes (/probe: the probe worker client's reader thread). `start` gets
+    the function that sends it, called once; the handler thread is free at once, and the connection waits
+    in the selector until then (the caller bounds that wait: the worker client fails a request past its
+    deadline)."""
+
+    start: Callable[[Callable[[Response], None]], None]
+
+
+Handler = Callable[[Request], "Response | Later"]
 Priority = Callable[[Request], bool]
 
 _READING, _HANDLING, _WRITING = "reading", "handling", "writing"
@@ -377,13 +389,27 @@ class Server:
     def _work(self, q: queue.Queue[tuple[_Conn, Request] | None]) -> None:
         while (item := q.get()) is not None:
             c, request = item
+            send = self._sender(c)
             try:
                 response = self.handler(request)
+                if isinstance(response, Later):
+                    response.start(send)
+                    continue
             except Exception:  # a bug in a handler: an answer, not a hung client
                 log.exception("web: %s %s failed", request.method, request.target[:200])
                 response = Response(500, b"Internal error.\n")
-            self._done.put((c, _encode(response, c.keep_alive), True))
-            self._wake()
+            send(response)
+
+    def _sender(self, c: _Conn) -> Callable[[Response], None]:
+        """Hands a response to the selector thread; from any thread, and only the first call counts."""
+        once = threading.Lock()
+
+        def send(response: Response) -> None:
+            if once.acquire(blocking=False):
+                self._done.put((c, _encode(response, c.keep_alive), True))
+                self._wake()
+
+        return send
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:

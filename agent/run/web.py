@@ -13,19 +13,22 @@ from relaywatch.addresses import AddressFamily
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef, builtin_profile_path
 from relaywatch.export.exposition import CONTENT_TYPE, expose
 from relaywatch.export.metrics import series_layout
+from relaywatch.model import ProbeResult
+from relaywatch.probe.options import ProbeOptions
 from relaywatch.run import pages
 from relaywatch.run.config import TargetConfig
 from relaywatch.run.history import Entry
-from relaywatch.run.httpd import Request, Response, Server, ServerLimits
-from relaywatch.run.scheduler import Prober, options_for
+from relaywatch.run.httpd import Later, Request, Response, Server, ServerLimits
+from relaywatch.run.scheduler import AsyncProber, Done, Prober, options_for
 from relaywatch.run.series import Series
 from relaywatch.run.state import AgentState
 from relaywatch.run.webconfig import Auth, WebConfig
-from relaywatch.target import TargetError, parse_target
+from relaywatch.target import Target, TargetError, parse_target
 
 log = logging.getLogger("relaywatch.web")
 HTML = "text/html; charset=utf-8"
 _FAST = frozenset({"/metrics", "/-/healthy", "/-/ready"})
+MAX_PROBES = 16  # /probe requests in flight at once: each holds a probe worker thread until answered
 
 
 class Web:
@@ -35,7 +38,7 @@ class Web:
         reload: Callable[[], str | None],
         address: tuple[str, int],
         web_config: WebConfig | None = None,
-        probe: Prober | None = None,
+        probe: AsyncProber | None = None,
         profiles: Callable[[str], ProfileRef] | None = None,
         limits: ServerLimits = ServerLimits(),
     ) -> None:
@@ -43,10 +46,9 @@ class Web:
 
         self.state, self.reload = state, reload
         self.web_config = web_config or WebConfig()
-        self.probe_fn = probe or _local_probe
+        self.probe_fn = probe or synchronous(_local_probe)
         self.profiles = profiles or local_profiles
-        # /probe takes all but one handler thread at most: pages and reloads always have one
-        self._probe_slots = threading.BoundedSemaphore(max(1, limits.other_threads - 1))
+        self._probe_slots = threading.BoundedSemaphore(MAX_PROBES)
         self.server = Server(address, self.route, self.urgent, self.web_config.tls, limits)
         self.port = self.server.port
 
@@ -62,7 +64,7 @@ class Web:
         return path in _FAST and self.web_config.known(request.headers.get("authorization"))
 
     # --- routing
-    def route(self, request: Request) -> Response:
+    def route(self, request: Request) -> Response | Later:
         auth = self.web_config.check(request.headers.get("authorization"), request.client)
         if auth is Auth.LIMITED:
             return Response(
@@ -116,7 +118,7 @@ class Web:
             return Response(500, f"failed to reload config: {line}\n".encode())
         return Response(200, b"OK\n")
 
-    def probe(self, query: dict[str, list[str]]) -> Response:
+    def probe(self, query: dict[str, list[str]]) -> Response | Later:
         name = (query.get("target") or [""])[0]
         config = self.state.config
         if not name:
@@ -151,19 +153,56 @@ class Web:
         )
         if not self._probe_slots.acquire(blocking=False):
             return Response(503, b"Too many probes at once; try again\n")
-        try:
-            results = self.probe_fn(target, profile, options_for(tc))
-        except Exception as exc:
-            return Response(500, f"probe failed: {str(exc)[:300]}\n".encode())
-        finally:
+        return Later(lambda send: self._start_probe(send, name, tc, target, profile))
+
+    def _start_probe(
+        self,
+        send: Callable[[Response], None],
+        name: str,
+        tc: TargetConfig,
+        target: Target,
+        profile: ProfileRef,
+    ) -> None:
+        """The probe goes to the worker; its results are rendered and sent where they arrive (the worker
+        client's reader thread), so no thread of this process waits for a /probe."""
+        layout = self.state.config.layout
+
+        def done(results: list[ProbeResult] | None, error: BaseException | None) -> None:
             self._probe_slots.release()
-        rendered = []
-        for r in results:
-            s = Series(name, r.record.address or "", dict(tc.labels), r)
-            s.observe(r)
-            s.render(None, config.layout)
-            rendered.append(s.rendered)
-        return Response(200, expose([], series_layout(config.layout), rendered, []), CONTENT_TYPE)
+            if results is None:
+                send(Response(500, f"probe failed: {str(error)[:300]}\n".encode()))
+                return
+            try:
+                rendered = []
+                for r in results:
+                    s = Series(name, r.record.address or "", dict(tc.labels), r)
+                    s.observe(r)
+                    s.render(None, layout)
+                    rendered.append(s.rendered)
+                send(Response(200, expose([], series_layout(layout), rendered, []), CONTENT_TYPE))
+            except Exception:  # a bug in rendering: an answer, not a hung client
+                log.exception("web: rendering /probe of %s failed", name[:200])
+                send(Response(500, b"Internal error.\n"))
+
+        try:
+            self.probe_fn(target, profile, options_for(tc), done)
+        except Exception as exc:  # not sent at all (the worker is unreachable): done was not called
+            self._probe_slots.release()
+            send(Response(500, f"probe failed: {str(exc)[:300]}\n".encode()))
+
+
+def synchronous(probe: Prober) -> AsyncProber:
+    """A probe function that returns its results, as one that hands them on (tests run probes in process)."""
+
+    def run(target: Target, profile: ProfileRef, options: ProbeOptions, done: Done) -> None:
+        try:
+            results = probe(target, profile, options)
+        except Exception as exc:
+            done(None, exc)
+            return
+        done(results, None)
+
+    return run
 
 
 def _local_probe(target, profile, options):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from relaywatch.analysis.profile_ref import ProfileError
 from relaywatch.codec import decode, encode
 from relaywatch.pipeline import check
 from relaywatch.run.frames import read_frame, write_frame
-from relaywatch.run.malloc import fewer_malloc_arenas
+from relaywatch.run.malloc import Trimmer, fewer_malloc_arenas
 from relaywatch.run.messages import Reply, Request
 
 # Profiles as checked when the agent (re)loaded its config, by digest: an edit on disk takes effect at
@@ -72,6 +72,7 @@ def serve(inp: IO[bytes], out: IO[bytes], concurrency: int) -> int:
     # the protocol owns `out`: anything printed by accident goes to stderr instead
     sys.stdout = sys.stderr
     lock = threading.Lock()
+    trimmer = Trimmer()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
 
     def run(request: Request) -> None:
@@ -84,6 +85,7 @@ def serve(inp: IO[bytes], out: IO[bytes], concurrency: int) -> int:
         body = encode(reply)
         with lock:
             write_frame(out, body)
+        trimmer.maybe()
 
     while (frame := read_frame(inp)) is not None:
         pool.submit(run, decode(frame, Request))

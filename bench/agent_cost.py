@@ -213,10 +213,39 @@ def default_config_memory(directory: Path, profile: Path, relays: Relays, second
         return steady_pss(agent, samples=5, every=2.0)
 
 
+class _PeakMemory:
+    """Samples one process's PSS and USS every 20 ms, in a thread, until stopped: its peak. RSS also counts
+    the libraries the agent maps already (libpython, libc, OpenSSL); PSS charges those shared pages by
+    share, USS not at all, so PSS is what the trace adds to the machine beside the agent."""
+
+    def __init__(self, pid: int) -> None:
+        self.pss_mb = self.uss_mb = 0.0
+        self._stop = threading.Event()
+        self._proc = psutil.Process(pid)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                info = self._proc.memory_full_info()
+            except psutil.Error:
+                return
+            self.pss_mb = max(self.pss_mb, info.pss / MB)
+            self.uss_mb = max(self.uss_mb, info.uss / MB)
+            self._stop.wait(0.02)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(5)
+        return {"peak_pss_mb": self.pss_mb, "peak_uss_mb": self.uss_mb}
+
+
 def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
     """A trace as `relaywatch check --path` runs it (a worker process of its own: CPU and peak RSS from the
     kernel's rusage, os.wait4), and a batch of traces through one tracer process as the agent runs them
-    (path.client.Tracer: CPU from this process's reaped children, peak RSS from the tracer's VmHWM)."""
+    (path.client.Tracer: CPU from this process's reaped children, peak RSS from the tracer's VmHWM). Both
+    also sample the tracer's PSS and USS (_PeakMemory)."""
     if os.geteuid() != 0:
         return {"skipped": "not root: raw sockets unavailable"}
     from relaywatch.path.client import Tracer
@@ -224,6 +253,7 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
     argv = [sys.executable, "-m", "relaywatch.path.worker", relays.hosts[0], str(relays.port)]
     t0 = time.monotonic()
     proc = subprocess.Popen([*argv, "--max-hops", "16", "--timeout", "2"], stdout=subprocess.PIPE)
+    sampler = _PeakMemory(proc.pid)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -233,6 +263,7 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
         "wall_s": time.monotonic() - t0,
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        **sampler.stop(),
         "tcp_hops": len((answer.get("trace") or {}).get("tcp_hops", [])),
         "unavailable": answer.get("unavailable"),
     }
@@ -240,14 +271,18 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0, hwm = time.monotonic(), 0.0
     statuses = []
+    batch_sampler: _PeakMemory | None = None
     for i in range(batch):
         statuses.append(str(tracer.trace(relays.hosts[i % len(relays.hosts)], relays.port, 16, 2.0).status))
         if tracer._proc is not None:
+            if batch_sampler is None:
+                batch_sampler = _PeakMemory(tracer._proc.pid)
             with contextlib.suppress(OSError, ValueError):
                 for line in Path(f"/proc/{tracer._proc.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         hwm = max(hwm, int(line.split()[1]) / 1024)
     wall = time.monotonic() - t0
+    peaks = batch_sampler.stop() if batch_sampler else {}
     tracer.close()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -259,6 +294,7 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
             "cpu_s_per_trace": cpu / batch,
             "wall_s_per_trace": wall / batch,
             "peak_rss_mb": hwm,
+            **peaks,
             "statuses": statuses,
         },
     }
@@ -336,10 +372,12 @@ def report(res: dict[str, Any]) -> None:
     if "one" in pt:
         one, batch = pt["one"], pt["batch"]
         print(
-            f"(e) one path trace, a process of its own: CPU {one['cpu_s']:.2f} s, peak RSS "
-            f"{one['peak_rss_mb']:.1f} MB (beside the agent), wall {one['wall_s']:.2f} s;\n"
+            f"(e) one path trace, a process of its own: CPU {one['cpu_s']:.2f} s, peak PSS "
+            f"{one.get('peak_pss_mb', 0):.1f} MB (USS {one.get('peak_uss_mb', 0):.1f}, RSS "
+            f"{one['peak_rss_mb']:.1f}) beside the agent, wall {one['wall_s']:.2f} s;\n"
             f"    {batch['traces']} traces in one tracer process: CPU "
-            f"{batch['cpu_s_per_trace']:.3f} s a trace, peak RSS {batch['peak_rss_mb']:.1f} MB, "
+            f"{batch['cpu_s_per_trace']:.3f} s a trace, peak PSS {batch.get('peak_pss_mb', 0):.1f} MB (USS "
+            f"{batch.get('peak_uss_mb', 0):.1f}, RSS {batch['peak_rss_mb']:.1f}), "
             f"wall {batch['wall_s_per_trace']:.2f} s a trace"
         )
     else:

@@ -235,10 +235,12 @@ def _timings(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
     counter = f.counter("relaywatch_probes", "Probes run, by verdict", ["verdict"], detail=True)
     for s in series:
         r, base = s.result.record, f.base(s)
+        last.add_metric(base, r.started_at.timestamp())
+        if not f.detail:  # the rest are detail families: nothing to add (the most work of any collector)
+            continue
         for p in PHASES:
             if p in r.timings:
                 phase.add_metric([*base, p], r.timings[p])
-        last.add_metric(base, r.started_at.timestamp())
         hist.add_metric(base, _buckets(s.durations), s.duration_sum)
         for v in Verdict:
             counter.add_metric([*base, str(v)], float(s.probes_by_verdict.get(str(v), 0)))

@@ -148,7 +148,10 @@ def server_ttls(
     """TTL of the SYN-ACK and of the server's first data packet: the greeting, or under implicit TLS the
     ServerHello (sent in answer to a ClientHello)."""
     bpf = f"tcp and src host {address} and src port {port}"
-    sniffer = AsyncSniffer(filter=bpf, store=True)
+    # on the interface the route to the address leaves by (lo for the lab's loopback relays), not the
+    # default one, which never sees those answers
+    route = conf.route6.route(address) if is_ipv6(address) else conf.route.route(address)
+    sniffer = AsyncSniffer(iface=route[0], filter=bpf, store=True)
     sniffer.start()
     time.sleep(0.2)
     try:

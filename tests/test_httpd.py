@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from relaywatch.run.httpd import Later, Request, Response, Server, ServerLimits
@@ -76,3 +77,49 @@ def test_a_pending_response_that_cannot_start_is_an_error_answer(served: tuple[S
     status, body = _get(server.port, "/broken")
     assert status == 500 and body == b"Internal error.\n"
     assert _get(server.port, "/page") == (200, b"page\n")
+
+
+def test_probes_in_flight_are_bounded_and_each_is_answered(tmp_path: Path) -> None:
+    """/probe through the agent's Web: requests past MAX_PROBES in flight get 503 at once; each pending one
+    is answered when its results arrive (from another thread), and a failed probe is a 500, not a hang."""
+    from relaywatch.run import web as web_module
+    from relaywatch.run.config import parse_config
+    from relaywatch.run.scheduler import failed_result
+    from relaywatch.run.state import AgentState
+
+    config = parse_config("targets: [relay.example:587]\n", "c.yml", tmp_path)
+    dones: list[Callable[..., None]] = []
+    arrived = threading.Semaphore(0)
+
+    def probe_async(target: object, profile: object, options: object, done: Callable[..., None]) -> None:
+        dones.append(done)
+        arrived.release()
+
+    agent_web = web_module.Web(AgentState(config), lambda: None, ("127.0.0.1", 0), probe=probe_async)
+    agent_web.start()
+    results: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
+
+    def get() -> None:
+        answer = _get(agent_web.port, "/probe?target=relay.example:587")
+        with lock:
+            results.append(answer)
+
+    clients = [threading.Thread(target=get) for _ in range(web_module.MAX_PROBES)]
+    try:
+        for c in clients:
+            c.start()
+        for _ in clients:
+            assert arrived.acquire(timeout=TIMEOUT)
+        assert _get(agent_web.port, "/probe?target=relay.example:587")[0] == 503
+        tc = config.targets[0]
+        dones[0](None, RuntimeError("the worker died"))
+        for done in dones[1:]:
+            done([failed_result(tc, "lab stand-in")], None)
+        for c in clients:
+            c.join(TIMEOUT)
+    finally:
+        agent_web.stop()
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * (web_module.MAX_PROBES - 1) + [500]
+    assert all(b"relaywatch_probe_success" in body for status, body in results if status == 200)

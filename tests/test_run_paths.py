@@ -173,4 +173,4 @@ def test_a_loopback_trace_reads_the_servers_ttls() -> None:
         pytest.skip(f"no raw sockets here: {result.reason}")
     assert result.trace is not None
     assert (result.trace.synack_ttl, result.trace.greeting_ttl) == (64, 64)  # Linux's default, no hop
-    assert result.server_distance == 0
+    assert result.server_distance == 1  # the destination is hop 1, as in the tcp and echo traces

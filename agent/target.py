@@ -19,9 +19,9 @@ from relaywatch import protocols
 from relaywatch.protocols import Protocol, Scheme
 
 MAX_TARGET = 300  # characters: a host name is at most 253
-_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
-_PORT = re.compile(r"^[0-9]{1,5}$")  # ASCII only: "²5".isdigit() is True
-_NUMERIC_TLD = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")  # inet_aton reads "127.1" and "0x7f.1" as addresses
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_PORT = re.compile(r"^[0-9]{1,5}\Z")  # ASCII only: "²5".isdigit() is True
+_NUMERIC_TLD = re.compile(r"^(0x[0-9a-f]*|[0-9]+)\Z")  # inet_aton reads "127.1" and "0x7f.1" as addresses
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f/?#@\\%]")  # whitespace, controls, path, query, userinfo, zone ids
 GATEWAY_PORT = 25
 # names that never go to DNS (RFC 6761): the lab's relays and anything local

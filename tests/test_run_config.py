@@ -88,3 +88,11 @@ def test_bad_web_configs_are_one_line_errors(content: bytes, message: str, tmp_p
     with pytest.raises(ConfigError) as err:
         load_web_config(str(path))
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("name", ["site\n", "site\r\n", "si te", "1site"])
+def test_label_names_with_a_trailing_newline_or_other_junk_are_refused(name: str, tmp_path: Path) -> None:
+    """`$` in a Python regex also matches before a final newline: validation anchors with \\Z."""
+    text = f"targets:\n  - target: relay.example:587\n    labels: {{{name!r}: x}}\n".replace("'", '"')
+    with pytest.raises(ConfigError, match="label name"):
+        parse_config(text, "c.yml", tmp_path)

@@ -4,11 +4,14 @@ exec'd; a killed worker is replaced and counted, and probes go on. Real agent, r
 from __future__ import annotations
 
 import contextlib
+import io
 from pathlib import Path
 
 import psutil
 import pytest
 from relaywatch.lab.demo import Lab
+from relaywatch.run.client import Worker, WorkerError
+from relaywatch.run.messages import Request
 
 from tests.agent_helpers import Agent, lab_config, run_agent
 from tests.support import samples, wait_for
@@ -51,3 +54,31 @@ def test_forked_worker_killed_is_replaced_and_counted(lab: Lab, tmp_path: Path) 
         after = _last_probes(agent)
         wait_for(lambda: _last_probes(agent) > after, 30)  # probes go on
         assert agent.proc.poll() is None
+
+
+class _ClosedStdinProc:
+    """A worker whose stdin the reader thread has just closed (ForkedWorker.wait closes it) while poll()
+    still said it was running: the window between _ensure() and write_frame() in submit()."""
+
+    def __init__(self) -> None:
+        self.stdin = io.BytesIO()
+        self.stdin.close()
+        self.stdout = None
+
+    def poll(self) -> None:
+        return None
+
+    def kill(self) -> None:
+        pass
+
+
+def test_submit_that_raises_never_calls_done_later() -> None:
+    """web._start_probe (and scheduler._start) rely on it: 'not sent at all: done was not called'."""
+    worker = Worker(1)
+    worker._proc = _ClosedStdinProc()  # type: ignore[assignment]
+    calls: list[BaseException | None] = []
+    with pytest.raises(Exception) as raised:
+        worker.submit(lambda rid: Request(rid, "host"), 0.0, lambda reply, error: calls.append(error))
+    worker.expire()  # (or the reader's "worker died" pass)
+    assert calls == [], "done ran after submit raised: the caller has already failed this request"
+    assert isinstance(raised.value, WorkerError), f"documented: WorkerError; got {raised.value!r}"

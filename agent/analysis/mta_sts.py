@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 MODES = ("enforce", "testing", "none")
 MAX_AGE_LIMIT = 31557600  # §3.2: at most about one year
-_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
-_MX = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}\.?$")
-_KEY = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+_ID = re.compile(r"^[A-Za-z0-9]{1,32}\Z")
+_MX = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}\.?\Z")
+_KEY = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")
 MAX_MX = 32
 
 

@@ -260,7 +260,7 @@ def _ct(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
 
 
 _STS_MODES = frozenset({"enforce", "testing", "none"})
-_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_STS_ID = re.compile(r"^[A-Za-z0-9]{1,32}\Z")
 
 
 def _gateway(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:

@@ -109,7 +109,7 @@ class Worker:
             try:
                 assert proc.stdin is not None
                 write_frame(proc.stdin, encode(request(rid)))
-            except OSError as exc:
+            except Exception as exc:  # OSError, or ValueError on a stdin the reader has just closed
                 self._pending.pop(rid, None)
                 raise WorkerError(f"cannot reach the probe worker: {exc}") from exc
         return rid

@@ -26,9 +26,9 @@ targets:
   - target: smtp.office365.com:587
   - target: outlook.office365.com:993
 """
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?\Z")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _TARGET_KEYS = {"target", "profile", "interval", "timeout", "address_family", "ehlo_name", "labels"}
 
 

@@ -130,6 +130,9 @@ class Server:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._listener, selectors.EVENT_READ, None)
         self._wake_r, self._wake_w = os.pipe()
+        # a late send (a /probe answered after stop) must never write to a descriptor number reused since
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -170,8 +173,10 @@ class Server:
             self._close(c)
         self._sel.close()
         self._listener.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._wake_lock:
+            self._wake_closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     # --- the selector thread
     def _loop(self) -> None:
@@ -377,8 +382,9 @@ class Server:
                     self._close(c)
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # the pipe is full: the loop is awake anyway
-            os.write(self._wake_w, b"x")
+        with self._wake_lock, contextlib.suppress(OSError):  # the pipe is full: the loop is awake anyway
+            if not self._wake_closed:
+                os.write(self._wake_w, b"x")
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -166,9 +166,14 @@ class Web:
         """The probe goes to the worker; its results are rendered and sent where they arrive (the worker
         client's reader thread), so no thread of this process waits for a /probe."""
         layout = self.state.config.layout
+        slot = threading.Lock()
+
+        def release() -> None:  # once per probe, whatever the prober does
+            if slot.acquire(blocking=False):
+                self._probe_slots.release()
 
         def done(results: list[ProbeResult] | None, error: BaseException | None) -> None:
-            self._probe_slots.release()
+            release()
             if results is None:
                 send(Response(500, f"probe failed: {str(error)[:300]}\n".encode()))
                 return
@@ -187,7 +192,7 @@ class Web:
         try:
             self.probe_fn(target, profile, options_for(tc), done)
         except Exception as exc:  # not sent at all (the worker is unreachable): done was not called
-            self._probe_slots.release()
+            release()
             send(Response(500, f"probe failed: {str(exc)[:300]}\n".encode()))
 
 

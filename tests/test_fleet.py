@@ -5,6 +5,7 @@ must return data from the site Prometheus."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.parse
@@ -118,4 +119,7 @@ def _check_dashboard(site: Prom) -> None:
             expr = t["expr"].replace("$instance", ".*").replace("$target", ".*")
             if "relaywatch_dane_status" in expr:
                 continue  # only gateway (port 25) targets have it: test_ops.py checks that panel with one
-            assert site.query(expr), (p["title"], expr)
+            try:  # rate() needs two scrapes of a series: on a loaded machine the second may still be due
+                wait_for(functools.partial(site.query, expr), 20)
+            except TimeoutError:
+                raise AssertionError((p["title"], expr)) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -11,6 +10,8 @@ from pathlib import Path
 import pytest
 from relaywatch.run.client import WorkerError, _settle
 from relaywatch.run.httpd import Later, Request, Response, Server, ServerLimits, _Conn
+
+from tests.support import get
 
 pytestmark = pytest.mark.peers
 TIMEOUT = 10.0
@@ -51,13 +52,8 @@ def served() -> Iterator[tuple[Server, Pending]]:
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    status, body = get(f"http://127.0.0.1:{port}{path}", timeout=TIMEOUT)
+    return status, body.encode()
 
 
 def test_a_pending_response_leaves_the_handler_thread_free(served: tuple[Server, Pending]) -> None:

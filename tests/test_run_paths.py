@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from relaywatch.lab.servers import LabServer
 from relaywatch.model import ProbeResult, Verdict
 from relaywatch.path.client import Tracer
 from relaywatch.path.judge import unavailable
@@ -143,32 +144,17 @@ def test_one_tracer_process_serves_a_batch() -> None:
 @pytest.mark.skipif(sys.platform != "linux", reason="raw sockets on Linux")
 def test_a_loopback_trace_reads_the_servers_ttls() -> None:
     """The TTLs are sniffed on the interface the route to the address uses (lo here), not the default one."""
+
+    def greet(conn: socket.socket, server: LabServer) -> None:
+        conn.sendall(b"220 lab ESMTP\r\n")
+        time.sleep(0.3)
+
     tracer = Tracer()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        stop = threading.Event()
-
-        def greet() -> None:
-            s.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    conn, _ = s.accept()
-                except TimeoutError:
-                    continue
-                with conn:
-                    conn.sendall(b"220 lab ESMTP\r\n")
-                    time.sleep(0.3)
-
-        server = threading.Thread(target=greet, daemon=True)
-        server.start()
-        try:
-            result = tracer.trace("127.0.0.1", port, max_hops=2, timeout=0.5)
-        finally:
-            stop.set()
-            server.join(5)
-            tracer.close()
+    try:
+        with LabServer(greet) as relay:
+            result = tracer.trace("127.0.0.1", relay.port, max_hops=2, timeout=0.5)
+    finally:
+        tracer.close()
     if result.status.value == "unavailable":
         pytest.skip(f"no raw sockets here: {result.reason}")
     assert result.trace is not None

@@ -181,3 +181,26 @@ def test_page_escaping_is_html_escape(text: str) -> None:
     from relaywatch.run.pages import _e
 
     assert _e(text) == html.escape(text, quote=True)
+
+
+def test_the_trimmer_gives_memory_back_at_most_once_per_interval() -> None:
+    """malloc_trim walks the whole heap: called after every probe reply, it must run once per `every`."""
+    from relaywatch.run.malloc import Trimmer
+
+    calls: list[int] = []
+    trimmer = Trimmer(every=3600.0)
+    if trimmer._trim is None:
+        pytest.skip("no glibc malloc_trim here")
+
+    def trim(pad: int) -> int:
+        calls.append(pad)
+        return 1
+
+    trimmer._trim = trim
+    for _ in range(100):
+        trimmer.maybe()
+    assert calls == []  # not due yet
+    trimmer._next = 0.0  # an interval has passed
+    for _ in range(100):
+        trimmer.maybe()
+    assert calls == [0]  # once, then not again for another hour

@@ -303,6 +303,21 @@ def blackbox_success(body: bytes) -> bool:
     return any(line.strip() == b"probe_success 1" for line in body.splitlines())
 
 
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path, what: str) -> None:
+    """Until `/-/healthy` answers 200 (both tools have it); a process that exits or takes longer than
+    START_TIMEOUT is a BenchError with the end of its log."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited {proc.returncode}: {tail(log)}")
+        with contextlib.suppress(OSError):
+            if http_get(HOST, port, "/-/healthy", timeout=2)[0] == 200:
+                return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} not healthy within {START_TIMEOUT:g} s: {tail(log)}")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def blackbox_process(directory: Path, ports: range, exclude: Sequence[int] = ()) -> Iterator[Blackbox]:
     """A running exporter with the STARTTLS module (CA: directory/root.pem); killed on the way out."""
@@ -332,16 +347,7 @@ def blackbox_process(directory: Path, ports: range, exclude: Sequence[int] = ())
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"blackbox exited {proc.returncode}: {tail(logfile)}")
-            with contextlib.suppress(OSError):
-                if http_get(HOST, port, "/-/healthy", timeout=2)[0] == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise BenchError(f"blackbox not healthy within {START_TIMEOUT:g} s")
-            time.sleep(0.05)
+        wait_healthy(proc, port, logfile, "blackbox")
         yield Blackbox(port, proc.pid, version[0] if version else "unknown")
     finally:
         proc.terminate()
@@ -452,15 +458,7 @@ def agent_process(
         )
     children: list[psutil.Process] = []
     try:
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"agent exited {proc.returncode}: {tail(log)}")
-            with contextlib.suppress(OSError):
-                if http_get(HOST, port, "/-/healthy", timeout=2)[0] == 200:
-                    break
-            if time.monotonic() - t0 > START_TIMEOUT:
-                raise BenchError(f"agent not healthy within {START_TIMEOUT:g} s: {tail(log)}")
-            time.sleep(0.05)
+        wait_healthy(proc, port, log, "agent")
         yield Agent(proc, port, spawned, time.monotonic() - t0)
     finally:
         if proc.poll() is None:

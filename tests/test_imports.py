@@ -95,6 +95,37 @@ def test_the_path_tracer_has_no_vendor_tables_and_no_scapy_cache(tmp_path: Path)
     assert out["v6"] == [True, True, ["window_rewritten:64240->1024"]]
 
 
+ROUTES_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import relaywatch.path.trace as trace
+    from scapy.config import conf
+
+    out = {"at_import": [len(conf.route.routes), len(conf.route6.routes)], "ssl": "ssl" in sys.modules}
+    trace._read_routes("127.0.0.1")
+    out["after_v4"] = [len(conf.route.routes), len(conf.route6.routes)]
+    out["lo"] = conf.route.route("127.0.0.1")[0]
+    conf.route.routes.clear()
+    trace._read_routes("127.0.0.2")  # read once per process: not again
+    out["again"] = len(conf.route.routes)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_the_path_tracer_reads_only_the_routing_table_of_the_family_it_traces() -> None:
+    """scapy reads both tables at import, through rtnetlink dissected by its own packet classes (tens of ms
+    each): the tracer reads the IPv4 table for an IPv4 trace, once per process, and never the IPv6 one for
+    it. ssl is left out too (only an implicit-TLS trace needs it)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", ROUTES_PROCESS], capture_output=True, text=True, timeout=60, check=True
+    )
+    out = json.loads(proc.stdout)
+    assert out["at_import"] == [0, 0] and not out["ssl"]
+    assert out["after_v4"][0] > 0 and out["after_v4"][1] == 0
+    assert out["lo"] == "lo" and out["again"] == 0
+
+
 @pytest.mark.parametrize("module", ["relaywatch.run.agent", "relaywatch.target", "relaywatch.run.client"])
 def test_the_agent_process_parses_targets_without_the_tls_stack(module: str) -> None:
     mods = _modules_after(f"import {module}")

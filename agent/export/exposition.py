@@ -57,6 +57,12 @@ def render(metrics: Iterable[Metric]) -> dict[str, bytes]:
     return {m.name: samples(m).encode() for m in metrics}
 
 
+@functools.lru_cache(maxsize=16)
+def _headers(layout: tuple[Metric, ...]) -> tuple[bytes, ...]:
+    """The HELP and TYPE lines of a layout's families (series_layout: the same tuple per config)."""
+    return tuple(header(m).encode() for m in layout)
+
+
 def expose(
     before: Iterable[Metric],
     layout: Sequence[Metric],
@@ -66,8 +72,8 @@ def expose(
     """Whole families first (`before`), then the per-series families in `layout` order with each series'
     cached lines, then `after`."""
     out = [(header(m) + samples(m)).encode() for m in before]
-    for m in layout:
-        out.append(header(m).encode())
+    for m, head in zip(layout, _headers(tuple(layout)), strict=True):
+        out.append(head)
         out.extend(r.get(m.name, b"") for r in rendered)
     out.extend((header(m) + samples(m)).encode() for m in after)
     return b"".join(out)

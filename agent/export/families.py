@@ -6,12 +6,19 @@ and parser read these families unchanged (tests/test_unit_exposition.py compares
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+
+
+@functools.lru_cache(maxsize=512)
+def _valid_name(name: str) -> bool:
+    """Family names are the code's constants, and every exposition makes its families anew: checked once."""
+    return _NAME.match(name) is not None
 
 
 class Sample(NamedTuple):
@@ -29,7 +36,7 @@ class Metric:
     ) -> None:
         if unit and not name.endswith("_" + unit):
             name += "_" + unit
-        if not _NAME.match(name):
+        if not _valid_name(name):
             raise ValueError(f"invalid metric name {name!r}")
         self.name, self.documentation, self.type, self.unit = name, documentation, typ, unit
         self._labelnames = tuple(labels)
@@ -91,6 +98,8 @@ class HistogramMetricFamily(Metric):
 def float_to_go_string(d: float) -> str:
     """A float as Go (and so Prometheus) writes it: +Inf, -Inf, NaN, exponents from 1e+07."""
     d = float(d)
+    if d == 0.0 or d == 1.0:  # most samples: a state set's members, info series, flags
+        return "1.0" if d else "0.0"
     if d == math.inf:
         return "+Inf"
     if d == -math.inf:

@@ -115,6 +115,7 @@ class _Families:
         self.detail = layout.detail
         self.names = ("target", "address", *self.extra) if per_address else ("target", *self.extra)
         self.used: set[str] = set(self.names)
+        self._bases: dict[int, tuple[SeriesView, list[str]]] = {}
 
     def _labels(self, more: Sequence[str]) -> list[str]:
         self.used.update(more)
@@ -141,7 +142,13 @@ class _Families:
         return StateSet(name, doc, self._labels((state,))[:-1], state, members, keep)
 
     def base(self, s: SeriesView) -> list[str]:
-        return [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in self.extra)]
+        """The series' own label values, sanitized once per exposition (every collector asks for them);
+        callers copy it (`[*base, ...]`) and never change it."""
+        known = self._bases.get(id(s))
+        if known is None or known[0] is not s:
+            values = [label(s.target), label(s.address), *(label(s.labels.get(n, "")) for n in self.extra)]
+            known = self._bases[id(s)] = (s, values)
+        return known[1]
 
 
 Collector = Callable[[_Families, Sequence[SeriesView]], list[Metric]]

@@ -12,7 +12,10 @@ CPU is counted for neither), at one probe per second per relay, path tracing off
   (d) series per target address in /metrics;
   (e) one path trace (root): CPU and peak memory of the path process (it runs beside the agent).
 
-Probes are counted by the relays (sessions finished), so no scrape of the agent adds to its CPU. The
+The agent runs under an interpreter of its own (common.agent_python: a venv with the project's dependencies,
+as packaging/deb installs it, and this tree's code), so it shares no library pages with the relays or with
+this process, which would lower its PSS. Probes are counted by the relays (sessions finished), so no
+scrape of the agent adds to its CPU. The
 HTTP driver opens a new connection per request for both tools (the agent's server closes each one).
 
     python3 bench/agent_cost.py [--windows 3] [--window-s 20] [--long | --minutes M]
@@ -53,7 +56,9 @@ from common import (
     BenchError,
     Blackbox,
     Relays,
+    agent_env,
     agent_process,
+    agent_python,
     blackbox_process,
     blackbox_success,
     cpu_s,
@@ -250,9 +255,12 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
         return {"skipped": "not root: raw sockets unavailable"}
     from relaywatch.path.client import Tracer
 
-    argv = [sys.executable, "-m", "relaywatch.path.worker", relays.hosts[0], str(relays.port)]
+    env = agent_env()  # the agent's interpreter, as the agent starts its tracer
+    argv = [agent_python(), "-m", "relaywatch.path.worker", relays.hosts[0], str(relays.port)]
     t0 = time.monotonic()
-    proc = subprocess.Popen([*argv, "--max-hops", "16", "--timeout", "2"], stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*argv, "--max-hops", "16", "--timeout", "2"], stdout=subprocess.PIPE, env={**os.environ, **env}
+    )
     sampler = _PeakMemory(proc.pid)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -268,6 +276,7 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
         "unavailable": answer.get("unavailable"),
     }
     tracer = Tracer()
+    os.environ.update(env)  # Tracer starts RELAYWATCH_PATH_WORKER with this process's environment
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0, hwm = time.monotonic(), 0.0
     statuses = []

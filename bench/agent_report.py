@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from agent_run import GROWTH_TOLERANCE_MB, METRICS_GOAL_MS, ROUND_GOAL_S, RSS_GOAL_MB, Sizes
@@ -155,14 +156,16 @@ def report_rounds(res: dict[str, Any]) -> None:
         ("start_to_all_results_s", "start -> all results, s"),
         ("start_to_first_probe_s", "start -> first probe, s"),
         ("first_probe_to_last_result_s", "first probe -> last result, s"),
-        ("probe_total_s_median", "probe duration median, s"),
-        ("probe_total_s_max", "probe duration max, s"),
+        ("probe_total_s_median", "probe duration median, s (1)"),
+        ("probe_total_s_max", "probe duration max, s (1)"),
         ("main_cpu_s", "main-process CPU, s"),
         ("worker_cpu_s", "probe worker CPU, s"),
         ("path_workers_cpu_s", "path workers' CPU (finished), s"),
         ("relay_cpu_s", "relays' CPU, s"),
     ):
-        print(f"{label:38}{r16[key]:>16.2f}{r64[key]:>16.2f}")
+        cells = ("-" if math.isnan(r[key]) else f"{r[key]:.2f}" for r in (r16, r64))
+        print(f"{label:38}" + "".join(f"{c:>16}" for c in cells))
+    print("(1) per-target durations are detail metrics (metrics: {detail: true}): '-' without them")
     for key, label in (("rss_mb", "main RSS after the round, MB"), ("total_pss_mb", "main + worker PSS, MB")):
         print(f"{label:38}{r16['memory_after_round'][key]:>16.1f}{r64['memory_after_round'][key]:>16.1f}")
     print(f"verdicts: {r16['verdicts']} / {r64['verdicts']}")

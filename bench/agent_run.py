@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import re
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +91,7 @@ def agent_process(
 ) -> Iterator[Agent]:
     """`relaywatch run` on 127.0.0.1 (common.agent_process), optionally under tracemalloc."""
     env = {"MALLOC_ARENA_MAX": str(opts.arena_max)} if opts.arena_max is not None else None
-    prefix = [sys.executable, "-c", _TRACEMALLOC_AGENT, str(trace_dir)] if trace_dir is not None else None
+    prefix = [common.agent_python(), "-c", _TRACEMALLOC_AGENT, str(trace_dir)] if trace_dir else None
     with common.agent_process(config, log, PORTS, env, prefix) as agent:
         yield agent
 

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ HTTP_TIMEOUT = 30.0
 MB = 1024 * 1024
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 PROBE_WORKER = "relaywatch.run.worker"  # the agent's long-lived child doing TLS and the analysis
+AGENT_VENV = Path(os.environ.get("RELAYWATCH_BENCH_VENV", "/var/tmp/relaywatch-bench-venv"))
 
 # blackbox_exporter's equivalent of a relaywatch STARTTLS probe: the same dialogue, chain verified
 BLACKBOX_CONFIG = """\
@@ -168,6 +170,42 @@ def pss_mb(procs: Iterable[psutil.Process]) -> dict[str, float]:
             total += pss
     out["total"] = total
     return out
+
+
+# ---------------------------------------------------------------- the agent's own interpreter
+
+
+def agent_python() -> str:
+    """The interpreter the agent runs under here: a venv of its own holding the project's dependencies, as
+    packaging/deb installs it, with this tree's code on PYTHONPATH (`.mypy/relaywatch -> ../agent`).
+
+    Why not this benchmark's interpreter: PSS charges a page that n processes map 1/n to each, and the lab
+    relays and this process load the same cryptography, msgspec, yaml... from it, so an agent run from it
+    reads about 3 MB low (the relays exist only in the lab). It also runs whatever that interpreter's
+    site-packages start with (.pth files: this machine's add 4 MB and 50 ms to every start). Built on first
+    use (pip, about a minute), then reused while the dependency list is the same."""
+    python = AGENT_VENV / "bin" / "python"
+    deps = "\n".join(sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]))
+    stamp = AGENT_VENV / "relaywatch-bench-deps.txt"
+    if python.exists() and stamp.exists() and stamp.read_text() == deps:
+        return str(python)
+    print(f"bench: building the agent's venv in {AGENT_VENV} (once)", file=sys.stderr, flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(AGENT_VENV)], check=True, timeout=300)
+        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *deps.split("\n")]
+        subprocess.run(pip, check=True, timeout=900)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BenchError(f"cannot build the agent's venv in {AGENT_VENV}: {exc}") from exc
+    stamp.write_text(deps)
+    return str(python)
+
+
+def agent_env() -> dict[str, str]:
+    """The agent's environment: this tree's code, and path workers under the agent's interpreter too."""
+    return {
+        "PYTHONPATH": str(ROOT / ".mypy"),
+        "RELAYWATCH_PATH_WORKER": f"{agent_python()} -m relaywatch.path.worker",
+    }
 
 
 # ---------------------------------------------------------------- lab relays (child process)
@@ -444,14 +482,14 @@ def agent_process(
     run = ["run", "--config.file", str(config), "--web.listen-address", f"{HOST}:{port}"]
     level = os.environ.get("BENCH_AGENT_LOG", "warn")
     run += ["--state.dir", str(log.parent / "state"), "--log.level", level]
-    argv = [*(argv_prefix or [sys.executable, "-m", "relaywatch"]), *run]
+    argv = [*(argv_prefix or [agent_python(), "-m", "relaywatch"]), *run]
     with log.open("wb") as err:
         spawned = time.time()
         t0 = time.monotonic()
         proc = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **agent_env(), **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=err,
             stdin=subprocess.DEVNULL,

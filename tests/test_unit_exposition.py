@@ -10,13 +10,17 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 from relaywatch.analysis.baseline import Baseline
 from relaywatch.analysis.profile import TrustProfile
 from relaywatch.export.exposition import expose
 from relaywatch.export.families import Metric as OurMetric
+from relaywatch.export.families import float_to_go_string
 from relaywatch.export.metrics import (
     BUCKETS,
     MAX_LABEL,
@@ -367,3 +371,9 @@ def test_every_family_is_announced_once_before_its_samples(
             base = current.removesuffix("_total")
             assert sample == current or sample.startswith(base + "_"), (current, line)
     assert len(seen) == len(parse_families(text))
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e7, 1e-7]))
+def test_floats_are_written_as_client_python_writes_them(value: float) -> None:
+    """The fast paths for 0 and 1 included: -0.0 keeps its sign, as Go and client_python write it."""
+    assert float_to_go_string(value) == floatToGoString(value)

@@ -98,8 +98,10 @@ class HistogramMetricFamily(Metric):
 def float_to_go_string(d: float) -> str:
     """A float as Go (and so Prometheus) writes it: +Inf, -Inf, NaN, exponents from 1e+07."""
     d = float(d)
-    if d == 0.0 or d == 1.0:  # most samples: a state set's members, info series, flags
-        return "1.0" if d else "0.0"
+    if d == 1.0:  # most samples are 1 or 0: a state set's members, info series, flags
+        return "1.0"
+    if d == 0.0:
+        return "0.0" if math.copysign(1.0, d) > 0 else "-0.0"
     if d == math.inf:
         return "+Inf"
     if d == -math.inf:

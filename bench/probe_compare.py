@@ -1,0 +1,160 @@
+"""`/probe` of two or more checkouts and blackbox_exporter, interleaved request by request.
+
+Why: `/probe`'s cost moves by about 0.1x between runs of agent_cost.py (the machine's load, blackbox's own
+spread), more than most single changes save. Here every tool is up at once and gets one sequential
+`/probe` of the same relay in turn (the order rotates), so a change in load hits all of them alike; an
+A/A run (the same tree twice) shows the floor. Each agent runs from its checkout's `.mypy` under the
+agent's own interpreter (common.agent_python), 20 lab targets at a 1 h interval (no scheduled probes).
+
+    python3 bench/probe_compare.py --tree /tmp/before --tree . [--requests 500]
+
+CPU per `/probe` is each tool's whole process tree over the run divided by its requests; wall is the
+median and the 90th percentile per request. Writes bench/results/probe_compare.json; exit 0 when it ran,
+1 when something failed to run or an answer was not a successful probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from common import (
+    HOST,
+    RESULTS,
+    BenchError,
+    agent_process,
+    blackbox_process,
+    blackbox_success,
+    cpu_s,
+    http_get,
+    loadavg,
+    machine,
+    quantile,
+    relay_process,
+    write_agent_config,
+)
+from relaywatch.lab.pki import make_lab_pki
+
+PORTS = range(29800, 29999)  # the only ports this benchmark listens on
+TARGETS = 20
+PAUSE_S = 0.01  # between requests: each tool answers one at a time
+
+
+@dataclass
+class Tool:
+    name: str
+    port: int
+    path: Callable[[str], str]
+    ok: Callable[[bytes], bool]
+    cpu: Callable[[], float]
+    walls: list[float] = field(default_factory=list)
+    failed: int = 0
+
+
+def _agent_ok(body: bytes) -> bool:
+    return b"relaywatch_probe_success{" in body and b"} 1" in body
+
+
+def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="relaywatch-probe-compare-") as tmp, contextlib.ExitStack() as es:
+        directory = Path(tmp)
+        profile = make_lab_pki().write(directory)
+        relays = es.enter_context(relay_process(directory, TARGETS, PORTS))
+        config = write_agent_config(
+            directory / "agent.yml", profile, relays.targets(TARGETS), "1h", path_traces=False
+        )
+        tools = []
+        for i, tree in enumerate(trees):
+            (directory / f"agent{i}").mkdir()
+            env = {"PYTHONPATH": str(tree / ".mypy")}
+            agent = es.enter_context(
+                agent_process(config, directory / f"agent{i}" / "agent.log", PORTS, env=env)
+            )
+            tools.append(
+                Tool(
+                    f"{i}: {tree}",
+                    agent.port,
+                    lambda hp: f"/probe?target=smtp://{hp}",
+                    _agent_ok,
+                    agent.tree_cpu_s,
+                )
+            )
+        bb = es.enter_context(blackbox_process(directory, PORTS))
+        exporter = psutil.Process(bb.pid)
+        tools.append(Tool("blackbox", bb.port, bb.probe_path, blackbox_success, lambda: cpu_s(exporter)))
+        hostports = [t.removeprefix("smtp://") for t in relays.targets(TARGETS)]
+        for tool in tools:  # warm-up: every relay once (first connections, caches, thread pools)
+            for hp in hostports:
+                http_get(HOST, tool.port, tool.path(hp))
+        load, cpu0 = loadavg(), [t.cpu() for t in tools]
+        for i in range(requests):
+            hp = hostports[i % len(hostports)]
+            for k in range(len(tools)):
+                tool = tools[(i + k) % len(tools)]
+                w0 = time.perf_counter()
+                try:
+                    status, body = http_get(HOST, tool.port, tool.path(hp))
+                    good = status == 200 and tool.ok(body)
+                except OSError:
+                    good = False
+                tool.walls.append((time.perf_counter() - w0) * 1000)
+                tool.failed += not good
+                time.sleep(PAUSE_S)
+        rows = []
+        for tool, c0 in zip(tools, cpu0, strict=True):
+            rows.append(
+                {
+                    "tool": tool.name,
+                    "requests": requests,
+                    "failed": tool.failed,
+                    "cpu_ms_per_probe": (tool.cpu() - c0) * 1000 / requests,
+                    "wall_ms_median": statistics.median(tool.walls),
+                    "wall_ms_p90": quantile(tool.walls, 0.9),
+                }
+            )
+        return {"load_start": load, "load_end": loadavg(), "rows": rows}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tree", type=Path, action="append", required=True, help="a checkout (once or more)")
+    p.add_argument("--requests", type=int, default=500, help="per tool (1..5000)")
+    p.add_argument("--output", type=Path, default=RESULTS / "probe_compare.json")
+    args = p.parse_args(argv)
+    trees = [t.resolve() for t in args.tree]
+    missing = [str(t) for t in trees if not (t / ".mypy" / "relaywatch").exists()]
+    if missing or not 1 <= args.requests <= 5000:
+        p.error(f"checkouts need .mypy/relaywatch (missing: {missing}); requests 1..5000")
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    try:
+        res = {"at": started, "machine": machine(), **run(trees, args.requests)}
+    except BenchError as exc:
+        print(f"probe_compare: {exc}", file=sys.stderr)
+        return 1
+    bb = res["rows"][-1]
+    for row in res["rows"]:
+        ratio = row["cpu_ms_per_probe"] / bb["cpu_ms_per_probe"], row["wall_ms_median"] / bb["wall_ms_median"]
+        print(
+            f"{row['tool'][:50]:50s} CPU {row['cpu_ms_per_probe']:5.2f} ms ({ratio[0]:.2f}x)  wall median "
+            f"{row['wall_ms_median']:5.2f} ms ({ratio[1]:.2f}x), p90 {row['wall_ms_p90']:5.2f}  "
+            f"failed {row['failed']}"
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(res, indent=1))
+    print(f"\nwrote {args.output}; load {res['load_start']} -> {res['load_end']}")
+    return 0 if not any(row["failed"] for row in res["rows"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

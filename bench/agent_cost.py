@@ -59,6 +59,7 @@ from common import (
     agent_env,
     agent_process,
     agent_python,
+    agent_venv_info,
     blackbox_process,
     blackbox_success,
     cpu_s,
@@ -433,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 bb = stack.enter_context(blackbox_process(directory, PORTS, exclude=[relays.port]))
                 res["machine"]["blackbox"] = bb.version
+                res["agent_interpreter"] = agent_venv_info()
                 bench = Bench(directory, profile, relays, bb, TARGETS)
                 agent = stack.enter_context(agent_process(bench.config, directory / "agent.log", PORTS))
                 windows: dict[str, dict[str, list[Window]]] = {

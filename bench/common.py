@@ -9,16 +9,22 @@ same way: the relays' CPU is never counted for the tool under test, and a proces
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
+import hashlib
 import http.client
 import multiprocessing
 import multiprocessing.connection
 import os
 import platform
 import selectors
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,7 +45,8 @@ HTTP_TIMEOUT = 30.0
 MB = 1024 * 1024
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 PROBE_WORKER = "relaywatch.run.worker"  # the agent's long-lived child doing TLS and the analysis
-AGENT_VENV = Path(os.environ.get("RELAYWATCH_BENCH_VENV", "/var/tmp/relaywatch-bench-venv"))
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+AGENT_VENVS = Path(os.environ.get("RELAYWATCH_BENCH_VENVS") or _CACHE / "relaywatch-bench")
 
 # blackbox_exporter's equivalent of a relaywatch STARTTLS probe: the same dialogue, chain verified
 BLACKBOX_CONFIG = """\
@@ -175,36 +182,69 @@ def pss_mb(procs: Iterable[psutil.Process]) -> dict[str, float]:
 # ---------------------------------------------------------------- the agent's own interpreter
 
 
+@functools.cache
 def agent_python() -> str:
     """The interpreter the agent runs under here: a venv of its own holding the project's dependencies, as
-    packaging/deb installs it, with this tree's code on PYTHONPATH (`.mypy/relaywatch -> ../agent`).
+    packaging/deb installs it, with the checkout's code on PYTHONPATH (`.mypy/relaywatch -> ../agent`).
 
     Why not this benchmark's interpreter: PSS charges a page that n processes map 1/n to each, and the lab
     relays and this process load the same cryptography, msgspec, yaml... from it, so an agent run from it
-    reads about 3 MB low (the relays exist only in the lab). It also runs whatever that interpreter's
-    site-packages start with (.pth files: this machine's add 4 MB and 50 ms to every start). Built on first
-    use (pip, about a minute), then reused while the dependency list is the same."""
-    python = AGENT_VENV / "bin" / "python"
-    deps = "\n".join(sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]))
-    stamp = AGENT_VENV / "relaywatch-bench-deps.txt"
-    if python.exists() and stamp.exists() and stamp.read_text() == deps:
-        return str(python)
-    print(f"bench: building the agent's venv in {AGENT_VENV} (once)", file=sys.stderr, flush=True)
+    reads about 3.5 MB low (the relays exist only in the lab). It also runs whatever that interpreter's
+    site-packages start with (.pth files: this machine's add 4 MB and 50 ms to every start).
+
+    One venv per dependency list and interpreter, in this user's cache (a benchmark runs as root: a venv in
+    a folder another user can write would be theirs to run code in), built under a lock into a temporary
+    folder and renamed into place. Built on first use (pip, under a minute), then reused."""
+    deps = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    key = hashlib.sha256("\n".join([sys.version, sys.executable, *deps]).encode()).hexdigest()[:16]
+    home = AGENT_VENVS
+    venv = home / f"venv-{key}"
+    python = venv / "bin" / "python"
     try:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(AGENT_VENV)], check=True, timeout=300)
-        pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *deps.split("\n")]
-        subprocess.run(pip, check=True, timeout=900)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private(home)
+        with (home / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (venv / "packages.txt").is_file():
+                _private(venv)
+                return str(python)
+            print(f"bench: building the agent's venv in {venv} (once)", file=sys.stderr, flush=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".venv-{key}-", dir=home))
+            try:
+                subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, timeout=300)
+                pip = [str(tmp / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+                subprocess.run([*pip, "install", "-q", *deps], check=True, timeout=900)
+                frozen = subprocess.run(
+                    [*pip, "list", "--format=freeze"], check=True, timeout=60, capture_output=True, text=True
+                ).stdout
+                (tmp / "packages.txt").write_text(frozen)
+                tmp.rename(venv)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed
     except (OSError, subprocess.SubprocessError) as exc:
-        raise BenchError(f"cannot build the agent's venv in {AGENT_VENV}: {exc}") from exc
-    stamp.write_text(deps)
+        raise BenchError(f"cannot set up the agent's venv in {home}: {exc}") from exc
     return str(python)
 
 
+def _private(path: Path) -> None:
+    """Ours alone: owned by this user, writable by no one else."""
+    st = path.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise BenchError(f"{path} is not this user's alone (owner uid {st.st_uid}, mode {st.st_mode:o})")
+
+
+def agent_venv_info() -> dict[str, Any]:
+    """What the agent ran under, for the results: its interpreter and the versions pip installed."""
+    python = Path(agent_python())
+    return {"python": str(python), "packages": (python.parent.parent / "packages.txt").read_text().split()}
+
+
 def agent_env() -> dict[str, str]:
-    """The agent's environment: this tree's code, and path workers under the agent's interpreter too."""
+    """The agent's environment: the checkout's code (PYTHONPATH as given, else this tree's), and path
+    workers that the benchmark itself starts (path.client.Tracer) under the agent's interpreter."""
     return {
-        "PYTHONPATH": str(ROOT / ".mypy"),
-        "RELAYWATCH_PATH_WORKER": f"{agent_python()} -m relaywatch.path.worker",
+        "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT / ".mypy"),
+        "RELAYWATCH_PATH_WORKER": shlex.join([agent_python(), "-m", "relaywatch.path.worker"]),
     }
 
 

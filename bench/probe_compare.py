@@ -34,6 +34,7 @@ from common import (
     RESULTS,
     BenchError,
     agent_process,
+    agent_venv_info,
     blackbox_process,
     blackbox_success,
     cpu_s,
@@ -138,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"checkouts need .mypy/relaywatch (missing: {missing}); requests 1..5000")
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     try:
-        res = {"at": started, "machine": machine(), **run(trees, args.requests)}
+        res = {"at": started, "machine": machine(), "agent_interpreter": agent_venv_info()}
+        res |= run(trees, args.requests)
     except BenchError as exc:
         print(f"probe_compare: {exc}", file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ from common import (
     RESULTS,
     BenchError,
     agent_process,
+    agent_venv_info,
     loadavg,
     machine,
     relay_process,
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="relaywatch-pss-") as tmp:
             directory = Path(tmp)
             profile = make_lab_pki().write(directory)
+            res["agent_interpreter"] = agent_venv_info()
             with relay_process(directory, TARGETS, PORTS) as relays:
                 targets = relays.targets(TARGETS)
                 for r in range(1, args.rounds + 1):

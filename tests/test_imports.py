@@ -104,11 +104,24 @@ ROUTES_PROCESS = textwrap.dedent(
     out = {"at_import": [len(conf.route.routes), len(conf.route6.routes)], "ssl": "ssl" in sys.modules}
     trace._read_routes("127.0.0.1")
     out["after_v4"] = [len(conf.route.routes), len(conf.route6.routes)]
+    default = [r[3] for r in conf.route.routes if r[1] == 0]  # (net, mask, gw, iface, ...) of 0.0.0.0/0
+    out["default_iface"] = [default[0] if default else None, conf.iface.network_name]  # before any lookup
     out["lo"] = conf.route.route("127.0.0.1")[0]
     conf.route.routes.clear()
     trace._read_routes("127.0.0.2")  # read once per process: not again
     out["again"] = len(conf.route.routes)
     print(json.dumps(out))
+    """
+)
+
+ROUTES6_PROCESS = textwrap.dedent(
+    """
+    import json
+    import relaywatch.path.trace as trace
+    from scapy.config import conf
+
+    trace._read_routes("::1")
+    print(json.dumps([len(conf.route.routes), len(conf.route6.routes)]))
     """
 )
 
@@ -124,6 +137,15 @@ def test_the_path_tracer_reads_only_the_routing_table_of_the_family_it_traces() 
     assert out["at_import"] == [0, 0] and not out["ssl"]
     assert out["after_v4"][0] > 0 and out["after_v4"][1] == 0
     assert out["lo"] == "lo" and out["again"] == 0
+    default, iface = out["default_iface"]
+    if default is not None:  # scapy's default interface follows the default route, as with its own import
+        assert iface == default
+    v4, v6 = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", ROUTES6_PROCESS], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
+    assert v4 == 0 and v6 > 0  # an IPv6 trace reads the IPv6 table only
 
 
 @pytest.mark.parametrize("module", ["relaywatch.run.agent", "relaywatch.target", "relaywatch.run.client"])

@@ -37,7 +37,10 @@ def _read_routes(address: str) -> None:
         conf.route6.resync()
     else:
         conf.route.resync()
-        conf.ifaces.load_confiface()  # scapy's default interface comes from the IPv4 default route
+        # scapy's default interface comes from the IPv4 default route; a process whose first trace is IPv6
+        # keeps loopback as that default until an IPv4 trace (scapy consults it only to break ties between
+        # interfaces for link-local and multicast IPv6 destinations, which a mail relay's address is not)
+        conf.ifaces.load_confiface()
     _ROUTES_READ.add(v6)
 
 

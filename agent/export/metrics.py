@@ -40,6 +40,15 @@ def label(value: object) -> str:
     return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "~"
 
 
+class DurationsView(Protocol):
+    """A histogram of probe durations: a count per BUCKETS bound, then +Inf, and their sum."""
+
+    @property
+    def counts(self) -> Sequence[int]: ...
+    @property
+    def total(self) -> float: ...
+
+
 class SeriesView(Protocol):
     """What the collectors read of one target and address (the accumulator is run/series.py)."""
 
@@ -54,9 +63,7 @@ class SeriesView(Protocol):
     @property
     def probes_by_verdict(self) -> Mapping[str, int]: ...
     @property
-    def durations(self) -> Sequence[int]: ...
-    @property
-    def duration_sum(self) -> float: ...
+    def durations(self) -> DurationsView: ...
     @property
     def chain_changed_at(self) -> float | None: ...
 
@@ -248,7 +255,7 @@ def _timings(f: _Families, series: Sequence[SeriesView]) -> list[Metric]:
         for p in PHASES:
             if p in r.timings:
                 phase.add_metric([*base, p], r.timings[p])
-        hist.add_metric(base, _buckets(s.durations), s.duration_sum)
+        hist.add_metric(base, _buckets(s.durations.counts), s.durations.total)
         for v in Verdict:
             counter.add_metric([*base, str(v)], float(s.probes_by_verdict.get(str(v), 0)))
     return [phase, last, hist, counter]
@@ -365,7 +372,7 @@ def info_families(
     profiles: Iterable[tuple[str, str]],
     worker_restarts: int = 0,
     events_write_failures: int = 0,
-    durations: tuple[Sequence[int], float] = ((), 0.0),
+    durations: DurationsView | None = None,
 ) -> Iterator[Metric]:
     build = GaugeMetricFamily(
         "relaywatch_build_info", "Version of relaywatch and Python", labels=["version", "python"]
@@ -389,9 +396,8 @@ def info_families(
     hist = HistogramMetricFamily(
         "relaywatch_host_probe_duration_seconds", "Total duration of every probe this agent ran", unit=""
     )
-    counts, total = durations
-    if counts:
-        hist.add_metric([], _buckets(counts), total)
+    if durations is not None:
+        hist.add_metric([], _buckets(durations.counts), durations.total)
     yield from (build, prof, restarts, events, hist)
 
 

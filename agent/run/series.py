@@ -22,8 +22,7 @@ class Series:
     labels: Mapping[str, str]
     result: ProbeResult
     probes_by_verdict: dict[str, int] = field(default_factory=dict)
-    durations: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    duration_sum: float = 0.0
+    durations: Durations = field(default_factory=lambda: Durations())
     entry_id: int = 0  # the probe in the agent's history that produced `result`
     chain_changed_at: float | None = None  # when the baseline last saw this path's chain change
     _lines: dict[str, bytes] = field(
@@ -52,9 +51,7 @@ class Series:
         self.result = result
         v = str(result.verdict)
         self.probes_by_verdict[v] = self.probes_by_verdict.get(v, 0) + 1
-        total = result.record.timings.get("total", 0.0)
-        self.duration_sum += total
-        self.durations[bucket_of(total)] += 1
+        self.durations.observe(result.record.timings.get("total", 0.0))
 
 
 def bucket_of(seconds: float) -> int:
@@ -63,8 +60,9 @@ def bucket_of(seconds: float) -> int:
 
 
 @dataclass
-class HostDurations:
-    """Every probe of this agent, in one histogram per host (not per target: a footprint choice)."""
+class Durations:
+    """Probe durations as a histogram (BUCKETS, then +Inf): one per series (a detail family) and one for
+    every probe of the agent (per host, not per target: a footprint choice)."""
 
     counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     total: float = 0.0

@@ -18,7 +18,7 @@ from relaywatch.model import ProbeResult, Verdict
 from relaywatch.path.model import PathResult
 from relaywatch.run.config import Config, TargetConfig
 from relaywatch.run.history import Entry, History
-from relaywatch.run.series import HostDurations, Series
+from relaywatch.run.series import Durations, Series
 
 __all__ = ["AgentState", "Change", "Entry"]
 
@@ -44,7 +44,7 @@ class AgentState:
         self.events_write_failures: Callable[[], int] = lambda: 0  # set by the agent
         self.host: HostReport | None = None
         self.baseline: Baseline | None = None  # set by the agent (--state.dir)
-        self.durations = HostDurations()
+        self.durations = Durations()
 
     @property
     def recent(self) -> Sequence[Entry]:
@@ -178,7 +178,7 @@ class AgentState:
             rendered = [s.rendered for per in self._series.values() for s in per.values()]
             labels = {t.name: dict(t.labels) for t in config.targets}
             failures = [(t, labels.get(t, {}), n) for t, n in self._worker_failures.items()]
-            durations = (tuple(self.durations.counts), self.durations.total)
+            durations = Durations(list(self.durations.counts), self.durations.total)  # a copy, read unlocked
         info = info_families(
             ((t.profile.name, t.profile.version) for t in config.targets),
             self.worker_restarts(),

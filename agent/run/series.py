@@ -14,6 +14,19 @@ from relaywatch.path.model import PathResult
 
 
 @dataclass
+class Durations:
+    """Probe durations as a histogram (BUCKETS, then +Inf): one per series (a detail family) and one for
+    every probe of the agent (per host, not per target: a footprint choice)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bucket_of(seconds)] += 1
+        self.total += seconds
+
+
+@dataclass
 class Series:
     """One target and address. Counters only grow: a series is replaced only when its address leaves DNS."""
 
@@ -22,7 +35,7 @@ class Series:
     labels: Mapping[str, str]
     result: ProbeResult
     probes_by_verdict: dict[str, int] = field(default_factory=dict)
-    durations: Durations = field(default_factory=lambda: Durations())
+    durations: Durations = field(default_factory=Durations)
     entry_id: int = 0  # the probe in the agent's history that produced `result`
     chain_changed_at: float | None = None  # when the baseline last saw this path's chain change
     _lines: dict[str, bytes] = field(
@@ -57,16 +70,3 @@ class Series:
 def bucket_of(seconds: float) -> int:
     """The histogram bucket (BUCKETS, then +Inf) a probe duration falls in."""
     return next((i for i, bound in enumerate(BUCKETS) if seconds <= bound), len(BUCKETS))
-
-
-@dataclass
-class Durations:
-    """Probe durations as a histogram (BUCKETS, then +Inf): one per series (a detail family) and one for
-    every probe of the agent (per host, not per target: a footprint choice)."""
-
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bucket_of(seconds)] += 1
-        self.total += seconds

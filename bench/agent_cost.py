@@ -56,9 +56,9 @@ from common import (
     BenchError,
     Blackbox,
     Relays,
-    agent_env,
     agent_process,
     agent_python,
+    agent_success,
     agent_venv_info,
     blackbox_process,
     blackbox_success,
@@ -66,6 +66,7 @@ from common import (
     http_get,
     loadavg,
     machine,
+    path_workers_under_agent_python,
     relay_process,
     write_agent_config,
 )
@@ -137,7 +138,7 @@ def drive(
 
 
 def _agent_ok(status: int, body: bytes) -> bool:
-    return status == 200 and b"relaywatch_probe_success{" in body and b"} 1" in body
+    return status == 200 and agent_success(body)
 
 
 def _bb_ok(status: int, body: bytes) -> bool:
@@ -254,21 +255,23 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
     also sample the tracer's PSS and USS (_PeakMemory)."""
     if os.geteuid() != 0:
         return {"skipped": "not root: raw sockets unavailable"}
-    from relaywatch.path.client import Tracer
+    with path_workers_under_agent_python():  # as the agent (and `check --path`) start them
+        one = _one_trace(relays)
+        batched = _batch_of_traces(relays, batch)
+    return {"one": one, "batch": batched}
 
-    env = agent_env()  # the agent's interpreter, as the agent starts its tracer
+
+def _one_trace(relays: Relays) -> dict[str, Any]:
     argv = [agent_python(), "-m", "relaywatch.path.worker", relays.hosts[0], str(relays.port)]
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [*argv, "--max-hops", "16", "--timeout", "2"], stdout=subprocess.PIPE, env={**os.environ, **env}
-    )
+    proc = subprocess.Popen([*argv, "--max-hops", "16", "--timeout", "2"], stdout=subprocess.PIPE)
     sampler = _PeakMemory(proc.pid)
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     answer = json.loads(out or b"{}")
-    one = {
+    return {
         "wall_s": time.monotonic() - t0,
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,
@@ -276,8 +279,12 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
         "tcp_hops": len((answer.get("trace") or {}).get("tcp_hops", [])),
         "unavailable": answer.get("unavailable"),
     }
+
+
+def _batch_of_traces(relays: Relays, batch: int) -> dict[str, Any]:
+    from relaywatch.path.client import Tracer
+
     tracer = Tracer()
-    os.environ.update(env)  # Tracer starts RELAYWATCH_PATH_WORKER with this process's environment
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0, hwm = time.monotonic(), 0.0
     statuses = []
@@ -297,16 +304,13 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return {
-        "one": one,
-        "batch": {
-            "traces": batch,
-            "processes": tracer.started,
-            "cpu_s_per_trace": cpu / batch,
-            "wall_s_per_trace": wall / batch,
-            "peak_rss_mb": hwm,
-            **peaks,
-            "statuses": statuses,
-        },
+        "traces": batch,
+        "processes": tracer.started,
+        "cpu_s_per_trace": cpu / batch,
+        "wall_s_per_trace": wall / batch,
+        "peak_rss_mb": hwm,
+        **peaks,
+        "statuses": statuses,
     }
 
 

@@ -240,12 +240,25 @@ def agent_venv_info() -> dict[str, Any]:
 
 
 def agent_env() -> dict[str, str]:
-    """The agent's environment: the checkout's code (PYTHONPATH as given, else this tree's), and path
-    workers that the benchmark itself starts (path.client.Tracer) under the agent's interpreter."""
-    return {
-        "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT / ".mypy"),
-        "RELAYWATCH_PATH_WORKER": shlex.join([agent_python(), "-m", "relaywatch.path.worker"]),
-    }
+    """The agent's environment: the checkout's code (PYTHONPATH as given, else this tree's). The agent starts
+    its path workers with its own interpreter, as it does when installed."""
+    return {"PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT / ".mypy")}
+
+
+@contextlib.contextmanager
+def path_workers_under_agent_python() -> Iterator[None]:
+    """Path workers that this process starts (path.client.Tracer, trace_path) run under the agent's
+    interpreter while inside, through the agent's own seam for that, RELAYWATCH_PATH_WORKER."""
+    old = os.environ.get("RELAYWATCH_PATH_WORKER")
+    os.environ["RELAYWATCH_PATH_WORKER"] = shlex.join([agent_python(), "-m", "relaywatch.path.worker"])
+    os.environ.setdefault("PYTHONPATH", agent_env()["PYTHONPATH"])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("RELAYWATCH_PATH_WORKER", None)
+        else:
+            os.environ["RELAYWATCH_PATH_WORKER"] = old
 
 
 # ---------------------------------------------------------------- lab relays (child process)
@@ -379,6 +392,15 @@ class Blackbox:
 
 def blackbox_success(body: bytes) -> bool:
     return any(line.strip() == b"probe_success 1" for line in body.splitlines())
+
+
+def agent_success(body: bytes) -> bool:
+    """The agent's `/probe` answer says the probe completed: its relaywatch_probe_success line is 1 (any
+    other series may be 1 whatever the probe did, so the line itself is read)."""
+    return any(
+        line.startswith(b"relaywatch_probe_success{") and line.rpartition(b" ")[2] in (b"1", b"1.0")
+        for line in body.splitlines()
+    )
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], port: int, log: Path, what: str) -> None:

@@ -34,6 +34,7 @@ from common import (
     RESULTS,
     BenchError,
     agent_process,
+    agent_success,
     agent_venv_info,
     blackbox_process,
     blackbox_success,
@@ -63,10 +64,6 @@ class Tool:
     failed: int = 0
 
 
-def _agent_ok(body: bytes) -> bool:
-    return b"relaywatch_probe_success{" in body and b"} 1" in body
-
-
 def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="relaywatch-probe-compare-") as tmp, contextlib.ExitStack() as es:
         directory = Path(tmp)
@@ -87,7 +84,7 @@ def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
                     f"{i}: {tree}",
                     agent.port,
                     lambda hp: f"/probe?target=smtp://{hp}",
-                    _agent_ok,
+                    agent_success,
                     agent.tree_cpu_s,
                 )
             )

@@ -189,7 +189,7 @@ def agent_python() -> str:
 
     Why not this benchmark's interpreter: PSS charges a page that n processes map 1/n to each, and the lab
     relays and this process load the same cryptography, msgspec, yaml... from it, so an agent run from it
-    reads about 3.5 MB low (the relays exist only in the lab). It also runs whatever that interpreter's
+    reads about 4 MB low (the relays exist only in the lab). It also runs whatever that interpreter's
     site-packages start with (.pth files: this machine's add 4 MB and 50 ms to every start).
 
     One venv per dependency list and interpreter, in this user's cache (a benchmark runs as root: a venv in

@@ -32,8 +32,8 @@ class Trimmer:
     glibc returns free memory at the top of its heap only; what TLS sessions, certificate parsing and
     exposition rendering free in the middle stays resident until reused. `malloc_trim(0)` releases it
     (MADV_DONTNEED on the free pages): measured in the probe worker, 1.6 MB of 31 MB after 1,000 probes,
-    for about 0.1 ms a call. Called from a thread that is awake anyway (after a reply, the scheduler's tick),
-    so it needs no thread of its own."""
+    for about 0.1 ms a call. Called from a thread that is awake anyway (the worker after a reply, the agent's
+    main thread in its housekeeping loop), so it needs no thread of its own."""
 
     def __init__(self, every: float = 10.0) -> None:
         self.every = every

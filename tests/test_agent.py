@@ -285,6 +285,14 @@ def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Pa
             c for c in psutil.Process(agent.proc.pid).children() if "relaywatch.run.worker" in c.cmdline()
         ]
         assert "_rust.abi3.so" in Path(f"/proc/{worker.pid}/maps").read_text()
+        # nor the system's OpenSSL (the worker's TLS and hashes use cryptography's), nor bcrypt
+        for pid in (agent.proc.pid, worker.pid):
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert not [
+                lib
+                for lib in ("/libssl.so", "/libcrypto.so", "/_ssl.", "/_hashlib.", "bcrypt")
+                if lib in maps
+            ]
         worker.kill()
         before = _probes(agent)
         wait_for(lambda: _probes(agent) > before + len(lab.scenarios), 30)

@@ -173,6 +173,10 @@ def test_the_probe_worker_loads_dnspython_only_for_gateway_targets() -> None:
 
 def test_the_agent_process_leaves_out_what_it_does_not_use() -> None:
     """html.entities (the status pages escape with a table of their own), urllib.request (only with a
-    Pushgateway), prometheus_client (export/families.py) and dnspython (the probe worker's)."""
-    mods = _modules_after("import relaywatch.cli, relaywatch.run.agent")
+    Pushgateway), prometheus_client (export/families.py), dnspython (the probe worker's), ssl and hashlib
+    (only with TLS or basic auth on the web port: run/webconfig.py), tempfile and importlib.resources
+    (replacefile.py, datadir.py). Counted beyond what this interpreter starts with (a site-packages .pth
+    file here imports certifi, and with it tempfile)."""
+    mods = _modules_after("import relaywatch.cli, relaywatch.run.agent") - _modules_after("")
     assert not {"html.entities", "urllib.request", "prometheus_client", "dns"} & mods
+    assert not {"ssl", "_ssl", "hashlib", "_hashlib", "tempfile", "importlib.resources"} & mods

@@ -5,6 +5,7 @@ the directory, a trailing newline, no timestamps, no duplicate series, replaced 
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from relaywatch.export.outputs import TEXTFILE_NAME, textfile_path, write_textfile
 from relaywatch.lab.demo import running_lab
+from relaywatch.replacefile import replace_file
 
 from tests.agent_helpers import lab_config, run_agent
 from tests.support import data_lines, wait_for, which
@@ -26,6 +28,30 @@ def test_a_directory_gets_relaywatch_prom_and_a_file_path_is_kept(tmp_path: Path
     assert (tmp_path / TEXTFILE_NAME).read_text() == "relaywatch_build_info 2\n"
     assert os.stat(tmp_path / TEXTFILE_NAME).st_ino != first, "replaced by rename, never rewritten in place"
     assert sorted(p.name for p in tmp_path.iterdir()) == [TEXTFILE_NAME], "no temporary file left behind"
+    assert stat.S_IMODE(os.stat(tmp_path / TEXTFILE_NAME).st_mode) == 0o644  # node_exporter reads it
+
+
+def test_a_replaced_file_is_whole_or_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """replacefile.py (the textfile and the baseline): private by default, whatever the umask; a write that
+    fails leaves the old file and no temporary one."""
+    target = tmp_path / "baseline.json"
+    old = os.umask(0)
+    try:
+        replace_file(target, b"one", durable=True)
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"one" and stat.S_IMODE(target.stat().st_mode) == 0o600
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        replace_file(target, b"two", durable=True)
+    assert target.read_bytes() == b"one"
+    assert [p.name for p in tmp_path.iterdir()] == ["baseline.json"]
+    with pytest.raises(FileNotFoundError):
+        replace_file(tmp_path / "missing" / "x", b"")
 
 
 @pytest.mark.peers

@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from relaywatch.model import Finding, ProbeResult, Severity
+from relaywatch.replacefile import replace_file
 
 log = logging.getLogger("relaywatch.baseline")
 
@@ -187,17 +187,7 @@ class Baseline:
         data = json.dumps({"format": FORMAT, "paths": self.entries}, separators=(",", ":")).encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".baseline-", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            replace_file(self.path, data, durable=True)
         except OSError as exc:
             log.warning("baseline %s not written: %s", self.path, exc.strerror or exc)
             return

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
+from relaywatch.analysis.digest import sha256
 from relaywatch.model import CertInfo
 
 _SHA256 = hashes.SHA256()
@@ -34,7 +34,7 @@ def spki_sha256(cert: x509.Certificate) -> str:
         der = _spki_der(cert.tbs_certificate_bytes)
     except ValueError:
         der = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    return sha256(der).hex()
 
 
 # What cryptography raises for an extension an attacker made unreadable: a duplicate (DuplicateExtension

@@ -20,12 +20,10 @@ import base64
 import collections
 import datetime as dt
 import functools
-import hashlib
 import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from relaywatch.analysis.certs import UNREADABLE, fingerprint, spki_sha256
+from relaywatch.analysis.digest import sha256
+from relaywatch.datadir import CT
 from relaywatch.filestamp import file_key
 from relaywatch.model import CTReport, SCTCheck
 
@@ -74,7 +74,7 @@ def _public_key(der: bytes) -> Any:
 
 
 def packaged_list_path() -> Path:
-    return Path(str(resources.files("relaywatch") / "data" / "ct" / "log_list.json"))
+    return CT / "log_list.json"
 
 
 def load_log_list(path: str | Path | None = None) -> LogList:
@@ -95,7 +95,7 @@ def _load(path: str, _stamp: int) -> LogList:
         raise CTError(f"CT log list {path}: {exc.strerror}") from exc
     except (ValueError, RecursionError) as exc:
         raise CTError(f"CT log list {path}: not JSON ({exc})") from exc
-    return parse_log_list(doc, path, hashlib.sha256(raw).hexdigest())
+    return parse_log_list(doc, path, sha256(raw).hex())
 
 
 def parse_log_list(doc: object, source: str, digest: str = "") -> LogList:
@@ -238,7 +238,7 @@ def _verify(
 
 def packaged_list_key_path() -> Path:
     """Google's log-list signing key (RSA-4096, SPKI SHA-256 f1d8b68e...): see agent/data/ct/PROVENANCE.md."""
-    return Path(str(resources.files("relaywatch") / "data" / "ct" / "google_log_list_pubkey.pem"))
+    return CT / "google_log_list_pubkey.pem"
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +258,9 @@ def verify_list_signature(body: bytes, signature: bytes, key_pem: bytes) -> List
         raise CTError(f"not a PEM public key ({exc})") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise CTError("the log-list signing key must be an RSA public key")
-    spki = hashlib.sha256(
+    spki = sha256(
         key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    ).hexdigest()
+    ).hex()
     try:
         key.verify(signature, body, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:

@@ -12,13 +12,13 @@ length, is reported as unusable, never a traceback."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from relaywatch.analysis.certs import dns_names
+from relaywatch.analysis.digest import sha256, sha512
 from relaywatch.analysis.membership import signed_by
 from relaywatch.model import DaneResult, DaneStatus, GatewayDNS, TLSAResult
 
@@ -76,9 +76,9 @@ def association(cert: x509.Certificate, selector: int, matching: int) -> bytes:
     else:
         selected = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     if matching == 1:
-        return hashlib.sha256(selected).digest()
+        return sha256(selected)
     if matching == 2:
-        return hashlib.sha512(selected).digest()
+        return sha512(selected)
     return selected
 
 

@@ -7,13 +7,13 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from relaywatch.analysis.certs import common_name, rfc4514, spki_sha256
 from relaywatch.analysis.membership import issuer_of
+from relaywatch.datadir import DATA
 
 
 def _none(_cert: x509.Certificate) -> bool:
@@ -154,7 +154,7 @@ def parse_catalogue(text: str) -> Catalogue:
 
 @functools.cache
 def catalogue() -> Catalogue:
-    text = (resources.files("relaywatch") / "data" / "interceptors.yml").read_text(encoding="utf-8")
+    text = (DATA / "interceptors.yml").read_text(encoding="utf-8")
     return parse_catalogue(text)
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,11 @@ from cryptography import x509
 from cryptography.x509.verification import Store
 from relaywatch.analysis.certs import fingerprint, spki_sha256, subject_string
 from relaywatch.analysis.ct import CTError, LogList, load_log_list
+from relaywatch.analysis.digest import Sha256
 from relaywatch.analysis.membership import Pool
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.analysis.publicroots import PublicRoots, public_roots
+from relaywatch.datadir import PROFILES
 from relaywatch.yamlsafe import problem, safe_load
 
 TLS_VERSIONS = {"1.0": 10, "1.1": 11, "1.2": 12, "1.3": 13}
@@ -66,7 +66,7 @@ class TrustProfile:
 
 
 def builtin_dir() -> Path:
-    return Path(str(resources.files("relaywatch") / "data" / "profiles"))
+    return PROFILES
 
 
 def builtin_names() -> list[str]:
@@ -117,7 +117,7 @@ def _parse(path: Path) -> TrustProfile:
         raise ProfileError(f"{where}: expected a mapping with name, version, anchors")
     name = _string(doc, "name", where, required=True)
     version = str(doc.get("version", ""))
-    digest = hashlib.sha256(raw)
+    digest = Sha256(raw)
     anchors = _certs(doc, "anchors", path, required=True, digest=digest)
     intermediates = _certs(doc, "intermediates", path, required=False, digest=digest)
     names = doc.get("names") or []
@@ -199,7 +199,9 @@ def _string(doc: dict[str, Any], key: str, where: str, required: bool) -> str:
     return value
 
 
-def _certs(doc: dict[str, Any], key: str, path: Path, required: bool, digest: Any) -> list[x509.Certificate]:
+def _certs(
+    doc: dict[str, Any], key: str, path: Path, required: bool, digest: Sha256
+) -> list[x509.Certificate]:
     entries = doc.get(key) or []
     if not isinstance(entries, list) or (required and not entries):
         raise ProfileError(f"{path}: '{key}' must be a {'non-empty ' if required else ''}list of PEM files")

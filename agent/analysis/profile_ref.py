@@ -6,8 +6,9 @@ agent's main process never loads the X.509 and TLS stack."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+
+from relaywatch.datadir import PROFILES
 
 
 class ProfileError(ValueError):
@@ -28,5 +29,5 @@ def builtin_profile_path(name: str) -> Path | None:
     these and the configured ones)."""
     if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
         return None
-    path = Path(str(resources.files("relaywatch") / "data" / "profiles")) / f"{name}.yml"
+    path = PROFILES / f"{name}.yml"
     return path if path.is_file() else None

@@ -1,12 +1,17 @@
 """This host's own trust store (what local mail clients trust), loaded once and reloaded when it changes.
 
-OpenSSL's default paths, honouring SSL_CERT_FILE / SSL_CERT_DIR like every OpenSSL client does.
+SSL_CERT_FILE / SSL_CERT_DIR when set, as every OpenSSL client honours them; else the first CA bundle of
+the table below that exists, else the first CA directory. The table is Go's (crypto/x509/root_linux.go,
+what blackbox_exporter reads) with the OpenSSL defaults of Debian and of OpenSSL's own build after it.
+
+Why not ssl.get_default_verify_paths(): it loads the ssl module and the system's libssl and libcrypto
+into the probe worker, which does its TLS with cryptography's own OpenSSL (about 4.7 MB of its PSS). On
+this Debian host both give /etc/ssl/certs/ca-certificates.crt (a test checks that they agree).
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 import threading
 import warnings
 from dataclasses import dataclass
@@ -34,13 +39,30 @@ _lock = threading.Lock()
 _cache: dict[str, tuple[int, HostStore]] = {}
 
 
+CA_FILES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Gentoo
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL 6
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/pki/tls/cacert.pem",  # OpenELEC
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # CentOS, RHEL 7 and later
+    "/etc/ssl/cert.pem",  # Alpine, Arch, FreeBSD, macOS
+    "/usr/lib/ssl/cert.pem",  # Debian's OPENSSLDIR
+    "/usr/local/ssl/cert.pem",  # OpenSSL built from source
+)
+CA_DIRECTORIES = (
+    "/etc/ssl/certs",  # Debian, SLES
+    "/etc/pki/tls/certs",  # Fedora, RHEL
+    "/usr/lib/ssl/certs",
+    "/usr/local/ssl/certs",
+)
+
+
 def store_location() -> Path | None:
     """The CA file if there is one, else the CA directory (OpenSSL's order)."""
-    paths = ssl.get_default_verify_paths()
-    for file in (os.environ.get("SSL_CERT_FILE"), paths.cafile, paths.openssl_cafile):
+    for file in (os.environ.get("SSL_CERT_FILE"), *CA_FILES):
         if file and Path(file).is_file():
             return Path(file)
-    for directory in (os.environ.get("SSL_CERT_DIR"), paths.capath, paths.openssl_capath):
+    for directory in (os.environ.get("SSL_CERT_DIR"), *CA_DIRECTORIES):
         if directory and Path(directory).is_dir():
             return Path(directory)
     return None

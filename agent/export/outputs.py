@@ -5,15 +5,14 @@ threads, and the textfile is replaced atomically."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 from relaywatch.export.exposition import CONTENT_TYPE
+from relaywatch.replacefile import replace_file
 
 log = logging.getLogger("relaywatch.outputs")
 PUSH_TIMEOUT = 10.0
@@ -108,13 +107,4 @@ def textfile_path(path: str) -> Path:
 def write_textfile(body: bytes, path: str) -> None:
     """The exporters read the file at any moment: write beside it, then rename over it (os.replace is
     atomic on POSIX and replaces an existing file on Windows too)."""
-    target = textfile_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    replace_file(textfile_path(path), body, mode=0o644)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import re
-import ssl
 import subprocess
 import sys
 import warnings
@@ -66,6 +65,8 @@ def _platform_stores() -> list[tuple[str, list[x509.Certificate]]]:
     """Windows and macOS system stores, where the platform offers them (Linux: OpenSSL's paths only)."""
     found: list[tuple[str, list[x509.Certificate]]] = []
     if sys.platform == "win32":
+        import ssl  # Windows only: the probe worker otherwise leaves the system's OpenSSL out
+
         for store in WINDOWS_STORES:
             entries = ssl.enum_certificates(store)  # type: ignore[attr-defined]
             found.append((f"windows:{store}", windows_store_certs(entries)))

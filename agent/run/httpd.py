@@ -28,12 +28,15 @@ import queue
 import resource
 import selectors
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:  # loaded only with a TLS context: ssl and OpenSSL cost the agent about 1 MB otherwise
+    import ssl
 
 log = logging.getLogger("relaywatch.web")
 
@@ -99,6 +102,7 @@ class _Conn:
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: memoryview = field(default_factory=lambda: memoryview(b""))
     handshaking: bool = False
+    tls: bool = False
     keep_alive: bool = True
     events: int = 0
 
@@ -113,6 +117,11 @@ class Server:
         limits: ServerLimits = ServerLimits(),
     ) -> None:
         self.handler, self.priority, self.tls, self.limits = handler, priority, tls, limits
+        # a TLS socket that must read or write before it can go on (never raised without TLS)
+        want_read, want_write = _want_errors(tls)
+        self._want_any = (*want_read, *want_write)
+        self._cannot_read: tuple[type[OSError], ...] = (BlockingIOError, *want_read)
+        self._cannot_write: tuple[type[OSError], ...] = (BlockingIOError, *want_write)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -222,7 +231,7 @@ class Server:
             except (OSError, ValueError):
                 sock.close()
                 return
-            c.handshaking = True
+            c.handshaking = c.tls = True
         self._conns[c.sock] = c
         self._want(c, selectors.EVENT_READ)
 
@@ -263,12 +272,14 @@ class Server:
                 self._write(c)
             elif c.state == _READING:
                 self._read(c)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        except self._want_any:
             pass
         except (OSError, ValueError, UnicodeError):  # reset, TLS alert, garbage: this client is done
             self._close(c)
 
     def _handshake(self, c: _Conn) -> None:
+        import ssl  # loaded: this server has a TLS context
+
         assert isinstance(c.sock, ssl.SSLSocket)
         try:
             c.sock.do_handshake()
@@ -286,7 +297,7 @@ class Server:
         while True:
             try:
                 data = c.sock.recv(65536)
-            except (BlockingIOError, ssl.SSLWantReadError):
+            except self._cannot_read:
                 break
             if not data:
                 self._close(c)
@@ -297,7 +308,7 @@ class Server:
             c.inbuf += data
             if len(c.inbuf) > self.limits.max_header_bytes + self.limits.max_body_bytes:
                 break
-            if not (isinstance(c.sock, ssl.SSLSocket) and c.sock.pending()):
+            if not (c.tls and cast("ssl.SSLSocket", c.sock).pending()):
                 break
         self._parse(c)
 
@@ -353,7 +364,7 @@ class Server:
         while c.outbuf:
             try:
                 sent = c.sock.send(c.outbuf[: 1 << 18])
-            except (BlockingIOError, ssl.SSLWantWriteError):
+            except self._cannot_write:
                 self._want(c, selectors.EVENT_WRITE)
                 return
             c.outbuf = c.outbuf[sent:]
@@ -446,6 +457,15 @@ def _encode(response: Response, keep_alive: bool) -> bytes:
         f"Connection: {'keep-alive' if keep_alive else 'close'}",
     ]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + response.body
+
+
+def _want_errors(tls: ssl.SSLContext | None) -> tuple[tuple[type[OSError], ...], tuple[type[OSError], ...]]:
+    """ssl's want-read and want-write errors for a TLS server; nothing to catch for a plain one."""
+    if tls is None:
+        return (), ()
+    import ssl
+
+    return (ssl.SSLWantReadError,), (ssl.SSLWantWriteError,)
 
 
 def _open_fds() -> int:

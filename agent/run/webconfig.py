@@ -11,24 +11,24 @@ from __future__ import annotations
 import base64
 import enum
 import functools
-import hashlib
-import hmac
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from relaywatch.run.config import ConfigError
 from relaywatch.yamlsafe import problem, safe_load
 
-# exporter-toolkit's client_auth_type values -> what Python's ssl module can enforce
+if TYPE_CHECKING:  # ssl, hashlib and OpenSSL load only with TLS or basic auth configured (about 1 MB)
+    import ssl
+
+# exporter-toolkit's client_auth_type values -> the name of what Python's ssl module can enforce
 _CLIENT_AUTH = {
-    "NoClientCert": ssl.CERT_NONE,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+    "NoClientCert": "CERT_NONE",
+    "VerifyClientCertIfGiven": "CERT_OPTIONAL",
+    "RequireAndVerifyClientCert": "CERT_REQUIRED",
 }
 FAILURES_BURST = 10  # failed logins a client may make at once
 FAILURES_PER_SECOND = 1 / 6  # then one every 6 s (10 a minute)
@@ -106,10 +106,14 @@ class WebConfig:
         return Auth.DENIED
 
     def _digest(self, user: str, password: str) -> bytes:
+        import hashlib  # basic auth is configured
+
         hashed = self.users.get(user, b"")
         return hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
 
     def _cached(self, digest: bytes) -> bool:
+        import hmac
+
         with self._lock:
             return any(hmac.compare_digest(digest, d) for d in self._ok)
 
@@ -208,13 +212,15 @@ def _tls_context(tls: dict[str, Any], base: Path, path: str) -> ssl.SSLContext:
         raise ConfigError(
             f"{path}: client_auth_type {auth!r} is not supported (one of {', '.join(_CLIENT_AUTH)})"
         )
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_cert_chain(base / str(cert), base / str(key))
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise ConfigError(f"{path}: tls_server_config: cannot load {cert} / {key}: {exc}") from None
-    ctx.verify_mode = _CLIENT_AUTH[auth]
+    ctx.verify_mode = ssl.VerifyMode[_CLIENT_AUTH[auth]]
     if ctx.verify_mode != ssl.CERT_NONE:
         ca = _file(tls, "client_ca_file", path, required=False)
         if not ca:

@@ -7,19 +7,30 @@ input costs one worker restart, not the agent. Frames on stdin/stdout: 4-byte le
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
 import sys
-import threading
-from typing import IO
 
-from relaywatch.analysis.profile import TrustProfile, load_profile
-from relaywatch.analysis.profile_ref import ProfileError
-from relaywatch.codec import decode, encode
-from relaywatch.pipeline import check
-from relaywatch.run.frames import read_frame, write_frame
-from relaywatch.run.malloc import Trimmer, fewer_malloc_arenas
-from relaywatch.run.messages import Reply, Request
+# Left out of this process: a None entry makes the import fail as "not installed", which is what the
+# importing libraries expect and handle. Measured on one import of the worker's modules (PSS):
+# - bcrypt (0.36 MB): cryptography imports it, when installed, only to read encrypted OpenSSH keys. The
+#   agent depends on it for basic auth, in its main process.
+# - _hashlib (3.4 MB): hashlib's OpenSSL backend loads the system's libcrypto beside the OpenSSL that
+#   cryptography carries. Without it hashlib uses its builtin SHA-2 code, which cryptography uses for one
+#   rare thing (a subject key identifier from a key); this worker hashes with analysis/digest.py.
+for _name in ("bcrypt", "_hashlib"):
+    sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
+
+import concurrent.futures  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+from typing import IO  # noqa: E402
+
+from relaywatch.analysis.profile import TrustProfile, load_profile  # noqa: E402
+from relaywatch.analysis.profile_ref import ProfileError  # noqa: E402
+from relaywatch.codec import decode, encode  # noqa: E402
+from relaywatch.pipeline import check  # noqa: E402
+from relaywatch.run.frames import read_frame, write_frame  # noqa: E402
+from relaywatch.run.malloc import Trimmer, fewer_malloc_arenas  # noqa: E402
+from relaywatch.run.messages import Reply, Request  # noqa: E402
 
 # Profiles as checked when the agent (re)loaded its config, by digest: an edit on disk takes effect at
 # the next reload, which checks it first, never behind the agent's back.

@@ -10,6 +10,7 @@ then matches the parsed scheme, host and port, never the raw string.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -177,6 +178,7 @@ def normalise_host(host: str, shown: str = "") -> str:
     return ascii_name
 
 
+@functools.lru_cache(maxsize=1024)  # asked of every target at every probe; the objects are immutable
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(text)

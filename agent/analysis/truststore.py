@@ -12,6 +12,7 @@ this Debian host both give /etc/ssl/certs/ca-certificates.crt (a test checks tha
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
@@ -59,28 +60,41 @@ CA_DIRECTORIES = (
 
 def store_location() -> Path | None:
     """The CA file if there is one, else the CA directory (OpenSSL's order)."""
+    found = _located()
+    return Path(found[0]) if found else None
+
+
+def _located() -> tuple[str, os.stat_result] | None:
+    """The store's path and its stat(): on most hosts the first candidate, so one system call."""
     for file in (os.environ.get("SSL_CERT_FILE"), *CA_FILES):
-        if file and Path(file).is_file():
-            return Path(file)
+        if file and (st := _stat(file)) is not None and stat.S_ISREG(st.st_mode):
+            return file, st
     for directory in (os.environ.get("SSL_CERT_DIR"), *CA_DIRECTORIES):
-        if directory and Path(directory).is_dir():
-            return Path(directory)
+        if directory and (st := _stat(directory)) is not None and stat.S_ISDIR(st.st_mode):
+            return directory, st
     return None
 
 
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):  # missing, unreadable, or a NUL in an environment variable
+        return None
+
+
 def host_store() -> HostStore:
-    """Called on every probe: one stat() decides whether the cached store is still current (a directory's
-    mtime changes when a certificate is added or removed)."""
-    where = store_location()
-    key = str(where) if where else ""
-    stamp = where.stat().st_mtime_ns if where else 0
+    """Called on every probe: the stat() that found the store decides whether the cached one is still
+    current (a directory's mtime changes when a certificate is added or removed)."""
+    found = _located()
+    key, stamp = (found[0], found[1].st_mtime_ns) if found else ("", 0)
     with _lock:
         hit = _cache.get(key)
         if hit and hit[0] == stamp:
             return hit[1]
-        if where is None:
+        where = Path(key)
+        if found is None:
             paths: list[Path] = []
-        elif where.is_file():
+        elif stat.S_ISREG(found[1].st_mode):
             paths = [where]
         else:
             paths = sorted(p for p in where.iterdir() if p.is_file())[:5000]

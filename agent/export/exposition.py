@@ -18,17 +18,20 @@ _go: Callable[[float], str] = float_to_go_string  # Go's float formatting, as Pr
 _SPECIAL = re.compile(r'[\\\n"]')
 
 
+@functools.lru_cache(maxsize=4096)  # the same targets, addresses and names in every series and exposition
 def _escape(value: str) -> str:
     if _SPECIAL.search(value) is None:  # nearly every value: one scan, no copies
         return value
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-@functools.lru_cache(maxsize=256)
-def _label_format(names: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
-    """A family's label names, sorted as client_python writes them, and the format of its label set."""
-    order = tuple(sorted(names))
-    return order, ",".join(f'{n}="{{}}"' for n in order)
+@functools.lru_cache(maxsize=1024)
+def _line_format(name: str, names: tuple[str, ...]) -> tuple[tuple[int, ...], str]:
+    """One sample line of a family: where each label value goes, its labels sorted as client_python writes
+    them, and the format of the line (the escaped values, then the value)."""
+    order = tuple(sorted(range(len(names)), key=names.__getitem__))
+    labels = ",".join(f'{names[i]}="{{}}"' for i in order)
+    return order, f"{name}{{{{{labels}}}}} {{}}\n" if names else f"{name} {{}}\n"
 
 
 def header(metric: Metric) -> str:
@@ -40,15 +43,9 @@ def header(metric: Metric) -> str:
 
 def samples(metric: Metric) -> str:
     lines = []
-    for s in metric.samples:
-        if s.name.endswith("_created"):
-            continue
-        if not s.labels:
-            lines.append(f"{s.name} {_go(s.value)}\n")
-            continue
-        order, fmt = _label_format(tuple(s.labels))
-        labels = fmt.format(*[_escape(s.labels[n]) for n in order])
-        lines.append(f"{s.name}{{{labels}}} {_go(s.value)}\n")
+    for name, names, values, value in metric.rows:
+        order, fmt = _line_format(name, names)
+        lines.append(fmt.format(*[_escape(values[i]) for i in order], _go(value)))
     return "".join(lines)
 
 

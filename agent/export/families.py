@@ -40,10 +40,24 @@ class Metric:
             raise ValueError(f"invalid metric name {name!r}")
         self.name, self.documentation, self.type, self.unit = name, documentation, typ, unit
         self._labelnames = tuple(labels)
-        self.samples: list[Sample] = []
+        # (sample name, label names, label values, value): what exposition.py writes, with no dict per
+        # sample; `samples` is the same in prometheus_client's shape, for its exposition and the tests
+        self.rows: list[tuple[str, tuple[str, ...], tuple[str, ...], float]] = []
 
-    def _labelled(self, values: Sequence[str]) -> dict[str, str]:
-        return dict(zip(self._labelnames, values, strict=False))
+    @property
+    def samples(self) -> list[Sample]:
+        return [
+            Sample(name, dict(zip(names, values, strict=True)), v) for name, names, values, v in self.rows
+        ]
+
+    def _fit(self, values: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The label names and values of a sample: values beyond the names are dropped, and names beyond
+        the values left out (what dict(zip()) does in prometheus_client)."""
+        names, values = self._labelnames, tuple(values)
+        if len(values) != len(names):
+            n = min(len(names), len(values))
+            names, values = names[:n], values[:n]
+        return names, values
 
 
 class _OneValue(Metric):
@@ -66,7 +80,7 @@ class _OneValue(Metric):
             self.add_metric([], value)
 
     def add_metric(self, labels: Sequence[str], value: float) -> None:
-        self.samples.append(Sample(self.name + self.suffix, self._labelled(labels), value))
+        self.rows.append((self.name + self.suffix, *self._fit(labels), value))
 
 
 class GaugeMetricFamily(_OneValue):
@@ -87,12 +101,13 @@ class HistogramMetricFamily(Metric):
         self, labels: Sequence[str], buckets: Sequence[tuple[str, float]], sum_value: float
     ) -> None:
         """buckets: (le, cumulative count), sorted, +Inf last (it is the count)."""
-        base = self._labelled(labels)
+        names, values = self._fit(labels)
+        bucket = (*names, "le")
         for le, value in buckets:
-            self.samples.append(Sample(self.name + "_bucket", {**base, "le": le}, value))
+            self.rows.append((self.name + "_bucket", bucket, (*values, le), value))
         if float(buckets[0][0]) >= 0:
-            self.samples.append(Sample(self.name + "_count", dict(base), buckets[-1][1]))
-            self.samples.append(Sample(self.name + "_sum", dict(base), sum_value))
+            self.rows.append((self.name + "_count", names, values, buckets[-1][1]))
+            self.rows.append((self.name + "_sum", names, values, sum_value))
 
 
 def float_to_go_string(d: float) -> str:

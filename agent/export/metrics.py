@@ -106,11 +106,22 @@ class StateSet:
     ) -> None:
         kind = GaugeMetricFamily if keep else _DiscardedGauge
         self.family = kind(name, doc, labels=[*names, state])
-        self.members = tuple(members)
+        self.members = (
+            _members(members)
+            if isinstance(members, enum.EnumType)
+            else tuple((m, str(m.value)) for m in members)
+        )
 
     def add(self, base: Sequence[str], current: enum.Enum | None) -> None:
-        for m in self.members:
-            self.family.add_metric([*base, str(m.value)], 1.0 if m is current else 0.0)
+        for m, value in self.members:
+            self.family.add_metric([*base, value], 1.0 if m is current else 0.0)
+
+
+@functools.cache
+def _members(kind: enum.EnumType) -> tuple[tuple[enum.Enum, str], ...]:
+    """An enum's members and their label values, in order: every state set of every render iterates them."""
+    members: Iterable[enum.Enum] = kind  # an enum class iterates its members
+    return tuple((m, str(m.value)) for m in members)
 
 
 class _Families:

@@ -463,12 +463,15 @@ def _builtins(value: object) -> Any:
 
 
 def _chain_is_presented(chain: tuple[CertInfo, ...], ders: tuple[bytes, ...]) -> bool:
-    """True when the analysed chain is the presented one, certificate by certificate."""
-    import hashlib
-
-    return len(chain) == len(ders) and all(
-        c.sha256 == hashlib.sha256(der).hexdigest() for c, der in zip(chain, ders, strict=True)
-    )
+    """True when the analysed chain is the presented one, certificate by certificate: the bytes of each
+    analysed certificate's PEM against the presented DER (no hashing, so no hashlib and no system
+    libcrypto in the agent's main process, which writes events with this)."""
+    if len(chain) != len(ders):
+        return False
+    try:
+        return all(_der(c.pem) == der for c, der in zip(chain, ders, strict=True))
+    except ValueError:  # a PEM the analysis did not write: keep the raw evidence
+        return False
 
 
 def _pem(der: bytes) -> str:

@@ -15,9 +15,17 @@ def replace_file(path: Path, data: bytes, mode: int = 0o600, durable: bool = Fal
     of one, on POSIX and Windows). `durable` fsyncs before the rename, so a crash cannot leave an empty
     file. Raises OSError; on failure the old file stays and no temporary one is left."""
     tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o600)  # O_BINARY: Windows would write \r\n, which the text format forbids
     try:
-        with os.fdopen(fd, "wb") as f:
+        f = os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:
+        with f:
             f.write(data)
             if durable:
                 f.flush()

@@ -178,7 +178,7 @@ def normalise_host(host: str, shown: str = "") -> str:
     return ascii_name
 
 
-@functools.lru_cache(maxsize=1024)  # asked of every target at every probe; the objects are immutable
+@functools.lru_cache(maxsize=256)  # asked of every target at every probe; the objects are immutable
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(text)

@@ -60,6 +60,30 @@ LOG_TAIL_CHARS = 6000
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def modules_without_site(code: str, timeout: float = 60) -> set[str]:
+    """The modules loaded after `code` (not those blocked with None), in a fresh interpreter started
+    without `site` (-S): what a site-packages .pth file of this machine imports at every start (one here
+    imports certifi, and with it tempfile) must not hide what the code itself loads. The code's imports
+    come from this checkout and from site-packages, on PYTHONPATH."""
+    import site
+
+    path = os.pathsep.join([str(ROOT / ".mypy"), *site.getsitepackages()])
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            f"{code}\nimport sys\nprint('\\n'.join(k for k, v in sys.modules.items() if v))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+        env={**os.environ, "PYTHONPATH": path},
+    ).stdout
+    return set(out.split())
+
+
 def which(cmd: str) -> str | None:
     """shutil.which that also looks in the sbin directories (ss, postfix and sslsplit live there)."""
     return shutil.which(cmd, path=os.environ.get("PATH", "") + os.pathsep + SBIN_PATH)

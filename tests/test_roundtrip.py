@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +27,8 @@ from relaywatch.probe.limits import Limits
 from relaywatch.probe.options import ProbeOptions
 from relaywatch.run.messages import Reply
 from relaywatch.target import parse_target
+
+from tests.support import modules_without_site
 
 FUZZ = int(os.environ.get("RELAYWATCH_FUZZ_EXAMPLES", "300"))
 
@@ -101,6 +104,26 @@ def test_unreadable_certificates_travel_as_presented_pem(lab_results: list[Probe
     d = mangled.to_dict()
     assert len(d["presented_pem"]) == len(broken.chain_der)
     assert ProbeResult.from_dict(d) == mangled
+
+
+@pytest.mark.peers
+def test_the_agent_process_writes_evidence_without_hashlib(
+    lab_results: list[ProbeResult], tmp_path: Path
+) -> None:
+    """The main process decodes the worker's results and writes them to the evidence log (to_dict, which
+    tells a presented chain from the analysed one): all without hashlib, so without the system's
+    libcrypto (model._chain_is_presented compares certificate bytes)."""
+    frame = tmp_path / "reply.json"
+    frame.write_bytes(encode(Reply(7, True, results=tuple(lab_results))))
+    mods = modules_without_site(
+        "import json, relaywatch.run.agent\n"
+        "from relaywatch.codec import decode\n"
+        "from relaywatch.run.messages import Reply\n"
+        f"reply = decode(open({str(frame)!r}, 'rb').read(), Reply)\n"
+        "assert reply.results and all('presented_pem' not in r.to_dict() for r in reply.results)\n"
+        "json.dumps([r.to_dict() for r in reply.results])\n"
+    )
+    assert not {"hashlib", "_hashlib", "ssl"} & mods
 
 
 def test_from_dict_refuses_what_is_not_a_result() -> None:

@@ -4,9 +4,7 @@ answers the OpenSSL-backed stdlib gives."""
 from __future__ import annotations
 
 import hashlib
-import os
 import ssl
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from relaywatch.analysis import truststore
+from relaywatch.analysis.certs import spki_sha256
 from relaywatch.analysis.digest import Sha256, sha256, sha512
+
+from tests.support import modules_without_site
 
 
 @given(st.binary(max_size=4096), st.lists(st.binary(max_size=512), max_size=4))
@@ -28,24 +29,24 @@ def test_digests_are_hashlibs(data: bytes, more: list[bytes]) -> None:
     assert mine.hexdigest() == theirs.hexdigest()
 
 
-def _openssl_location() -> Path | None:
-    """What the agent read before: OpenSSL's default file, else its default directory."""
+def _openssl_certificates() -> frozenset[str]:
+    """What the agent read before: OpenSSL's default file, else its default directory, as SPKI hashes."""
     paths = ssl.get_default_verify_paths()
     for file in (paths.cafile, paths.openssl_cafile):
         if file and Path(file).is_file():
-            return Path(file)
+            return frozenset(spki_sha256(c) for c in truststore._read([Path(file)]))
     for directory in (paths.capath, paths.openssl_capath):
         if directory and Path(directory).is_dir():
-            return Path(directory)
-    return None
+            files = sorted(p for p in Path(directory).iterdir() if p.is_file())
+            return frozenset(spki_sha256(c) for c in truststore._read(files))
+    return frozenset()
 
 
-def test_the_host_store_is_the_one_openssl_would_read(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_host_store_holds_the_certificates_openssl_would_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same CAs, not necessarily the same path (a bundle file and the directory of the same CAs)."""
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    expected = _openssl_location()
-    found = truststore.store_location()
-    assert (found.resolve() if found else None) == (expected.resolve() if expected else None)
+    assert truststore.host_store().spki == _openssl_certificates()
 
 
 def test_the_host_store_honours_ssl_cert_file_then_ssl_cert_dir(
@@ -67,24 +68,29 @@ def test_the_host_store_honours_ssl_cert_file_then_ssl_cert_dir(
     assert truststore.store_location() is None
 
 
+_HASHES_WORK = (
+    "import hashlib, hmac\n"
+    "from cryptography.hazmat.primitives import constant_time\n"
+    "assert hashlib.sha1(b'x').hexdigest() == '11f6ad8ec52a2984abaafd7c3b516503785c2072'\n"
+    "assert hashlib.sha256(b'').hexdigest().startswith('e3b0c442') and hashlib.sha384(b'')\n"
+    "assert constant_time.bytes_eq(b'a', b'a') and hmac.compare_digest(b'a', b'a')\n"
+)
+
+
 def test_the_worker_hashes_and_verifies_without_the_systems_openssl() -> None:
-    """In a fresh interpreter that imports the worker: no _hashlib, _ssl or bcrypt, and cryptography's
-    hashing and hmac (which import hashlib) still work on their builtin fallbacks."""
-    code = (
-        "import relaywatch.run.worker, relaywatch.host.inventory, sys, hashlib, hmac\n"
-        "from cryptography.hazmat.primitives import constant_time\n"
-        "assert hashlib.sha1(b'x').hexdigest() == '11f6ad8ec52a2984abaafd7c3b516503785c2072'\n"
-        "assert constant_time.bytes_eq(b'a', b'a') and hmac.compare_digest(b'a', b'a')\n"
-        "maps = open('/proc/self/maps').read()\n"
-        "print(sorted(m for m in ('_hashlib', '_ssl', 'bcrypt') if sys.modules.get(m)))\n"
-        "print('libcrypto.so' in maps or 'libssl.so' in maps)\n"
+    """In a fresh interpreter that imports the worker (and its gateway modules): no _hashlib, _ssl or
+    bcrypt, and hashlib, hmac and cryptography's hashing still work, on CPython's builtin code."""
+    mods = modules_without_site(
+        "import relaywatch.run.worker, relaywatch.host.inventory, relaywatch.analysis.dane\n" + _HASHES_WORK
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ, "SSL_CERT_FILE": ""},
-    ).stdout.split("\n")
-    assert out[:2] == ["[]", "False"]
+    assert "relaywatch.run.worker" in mods
+    assert not {"_hashlib", "_ssl", "bcrypt"} & mods
+
+
+def test_without_builtin_hashes_the_worker_keeps_hashlibs_openssl() -> None:
+    """A Python built without them (FIPS builds) needs OpenSSL for every hash: the worker leaves it in."""
+    missing = "_sha2" if sys.version_info >= (3, 12) else "_sha256"
+    mods = modules_without_site(
+        f"import sys\nsys.modules[{missing!r}] = None\nimport relaywatch.run.worker\n"
+    )
+    assert "_hashlib" in mods and "bcrypt" not in mods

@@ -3,7 +3,7 @@
 hashlib would load the system's libcrypto into the worker beside cryptography's own OpenSSL: with the
 ssl module, which it shares, that is about 4.7 MB of the worker's PSS (measured on one import of the
 worker's modules). hashlib's builtin fallback is slower (9 us against 4 us here for a 1.5 kB certificate).
-The agent's main process never hashes what the worker does, so it has neither."""
+The agent's main process hashes nothing (basic auth aside: run/webconfig.py), so it has neither."""
 
 from __future__ import annotations
 

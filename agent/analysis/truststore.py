@@ -1,18 +1,20 @@
 """This host's own trust store (what local mail clients trust), loaded once and reloaded when it changes.
 
-SSL_CERT_FILE / SSL_CERT_DIR when set, as every OpenSSL client honours them; else the first CA bundle of
-the table below that exists, else the first CA directory. The table is Go's (crypto/x509/root_linux.go,
-what blackbox_exporter reads) with the OpenSSL defaults of Debian and of OpenSSL's own build after it.
+SSL_CERT_FILE / SSL_CERT_DIR when set, as every OpenSSL client honours them; else, on Linux and the
+BSDs, the first CA bundle of the table below that exists, else the first CA directory. The table is Go's
+(crypto/x509/root_linux.go, what blackbox_exporter reads first) with the OpenSSL defaults of Debian and of
+OpenSSL's own build after it. On Windows and macOS, OpenSSL's default paths (ssl module).
 
-Why not ssl.get_default_verify_paths(): it loads the ssl module and the system's libssl and libcrypto
-into the probe worker, which does its TLS with cryptography's own OpenSSL (about 4.7 MB of its PSS). On
-this Debian host both give /etc/ssl/certs/ca-certificates.crt (a test checks that they agree).
+Why not ssl.get_default_verify_paths() everywhere: it loads the ssl module and the system's libssl and
+libcrypto into the probe worker, which does its TLS with cryptography's own OpenSSL (about 4.7 MB of its
+PSS). On this Debian host both find the same certificates (a test checks that).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -66,13 +68,27 @@ def store_location() -> Path | None:
 
 def _located() -> tuple[str, os.stat_result] | None:
     """The store's path and its stat(): on most hosts the first candidate, so one system call."""
-    for file in (os.environ.get("SSL_CERT_FILE"), *CA_FILES):
+    files, directories = _candidates()
+    for file in files:
         if file and (st := _stat(file)) is not None and stat.S_ISREG(st.st_mode):
             return file, st
-    for directory in (os.environ.get("SSL_CERT_DIR"), *CA_DIRECTORIES):
+    for directory in directories:
         if directory and (st := _stat(directory)) is not None and stat.S_ISDIR(st.st_mode):
             return directory, st
     return None
+
+
+def _candidates() -> tuple[tuple[str | None, ...], tuple[str | None, ...]]:
+    files, directories = (os.environ.get("SSL_CERT_FILE"),), (os.environ.get("SSL_CERT_DIR"),)
+    if sys.platform in ("win32", "darwin"):
+        # The table's paths are Unix ones: on Windows /etc/ssl/cert.pem is C:\etc\ssl\cert.pem, a folder
+        # any user may create (a planted bundle would make an interceptor "locally trusted"), and macOS
+        # Pythons bring an OpenSSL of their own. There, OpenSSL's defaults, as before.
+        import ssl
+
+        p = ssl.get_default_verify_paths()
+        return (*files, p.cafile, p.openssl_cafile), (*directories, p.capath, p.openssl_capath)
+    return (*files, *CA_FILES), (*directories, *CA_DIRECTORIES)
 
 
 def _stat(path: str) -> os.stat_result | None:

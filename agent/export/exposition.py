@@ -18,7 +18,7 @@ _go: Callable[[float], str] = float_to_go_string  # Go's float formatting, as Pr
 _SPECIAL = re.compile(r'[\\\n"]')
 
 
-@functools.lru_cache(maxsize=4096)  # the same targets, addresses and names in every series and exposition
+@functools.lru_cache(maxsize=1024)  # the same targets, addresses and names in every series (values: 64 chars)
 def _escape(value: str) -> str:
     if _SPECIAL.search(value) is None:  # nearly every value: one scan, no copies
         return value

@@ -62,7 +62,8 @@ def macos_keychain_certs(pem: bytes) -> list[x509.Certificate]:
 
 
 def _platform_stores() -> list[tuple[str, list[x509.Certificate]]]:
-    """Windows and macOS system stores, where the platform offers them (Linux: OpenSSL's paths only)."""
+    """Windows and macOS system stores, where the platform offers them (Linux: the CA bundle that
+    analysis/truststore.py finds, only)."""
     found: list[tuple[str, list[x509.Certificate]]] = []
     if sys.platform == "win32":
         import ssl  # Windows only: the probe worker otherwise leaves the system's OpenSSL out

@@ -7,6 +7,7 @@ input costs one worker restart, not the agent. Frames on stdin/stdout: 4-byte le
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 # Left out of this process: a None entry makes the import fail as "not installed", which is what the
@@ -14,10 +15,14 @@ import sys
 # - bcrypt (0.36 MB): cryptography imports it, when installed, only to read encrypted OpenSSH keys. The
 #   agent depends on it for basic auth, in its main process.
 # - _hashlib (3.4 MB): hashlib's OpenSSL backend loads the system's libcrypto beside the OpenSSL that
-#   cryptography carries. Without it hashlib uses its builtin SHA-2 code, which cryptography uses for one
-#   rare thing (a subject key identifier from a key); this worker hashes with analysis/digest.py.
-for _name in ("bcrypt", "_hashlib"):
-    sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
+#   cryptography carries. hashlib then uses CPython's builtin code, which cryptography (a subject key
+#   identifier from a key) and dnspython (DS, NSEC3 and TSIG digests, gateway targets) hash with; this
+#   worker's own hashing is analysis/digest.py. Only where that builtin code exists: some builds (FIPS
+#   ones) leave it out, and there hashlib needs OpenSSL.
+_BUILTIN_HASHES = ("_md5", "_sha1", "_blake2", "_sha3", "_sha2" if sys.version_info >= (3, 12) else "_sha256")
+sys.modules.setdefault("bcrypt", None)  # type: ignore[arg-type]
+if all(importlib.util.find_spec(name) is not None for name in _BUILTIN_HASHES):
+    sys.modules.setdefault("_hashlib", None)  # type: ignore[arg-type]
 
 import concurrent.futures  # noqa: E402
 import os  # noqa: E402

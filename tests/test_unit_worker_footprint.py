@@ -68,6 +68,22 @@ def test_the_host_store_honours_ssl_cert_file_then_ssl_cert_dir(
     assert truststore.store_location() is None
 
 
+def test_on_windows_and_macos_the_table_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/etc/ssl/cert.pem would be C:\\etc\\ssl\\cert.pem on Windows, a folder any user may create: a planted
+    bundle there must not become this host's trust store. OpenSSL's own defaults decide there."""
+    planted = tmp_path / "cert.pem"
+    planted.write_bytes(b"")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(truststore, "CA_FILES", (str(planted),))
+    monkeypatch.setattr(truststore, "_openssl_defaults", lambda: ((), ()))
+    for platform in ("win32", "darwin"):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert truststore.store_location() is None
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert truststore.store_location() == planted
+
+
 _HASHES_WORK = (
     "import hashlib, hmac\n"
     "from cryptography.hazmat.primitives import constant_time\n"

@@ -12,6 +12,7 @@ PSS). On this Debian host both find the same certificates (a test checks that).
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import sys
@@ -84,11 +85,17 @@ def _candidates() -> tuple[tuple[str | None, ...], tuple[str | None, ...]]:
         # The table's paths are Unix ones: on Windows /etc/ssl/cert.pem is C:\etc\ssl\cert.pem, a folder
         # any user may create (a planted bundle would make an interceptor "locally trusted"), and macOS
         # Pythons bring an OpenSSL of their own. There, OpenSSL's defaults, as before.
-        import ssl
-
-        p = ssl.get_default_verify_paths()
-        return (*files, p.cafile, p.openssl_cafile), (*directories, p.capath, p.openssl_capath)
+        default_files, default_directories = _openssl_defaults()
+        return (*files, *default_files), (*directories, *default_directories)
     return (*files, *CA_FILES), (*directories, *CA_DIRECTORIES)
+
+
+@functools.cache  # built into OpenSSL: the same for the life of the process
+def _openssl_defaults() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    import ssl
+
+    p = ssl.get_default_verify_paths()
+    return (p.cafile or "", p.openssl_cafile), (p.capath or "", p.openssl_capath)
 
 
 def _stat(path: str) -> os.stat_result | None:

@@ -103,10 +103,20 @@ def test_the_worker_hashes_and_verifies_without_the_systems_openssl() -> None:
     assert not {"_hashlib", "_ssl", "bcrypt"} & mods
 
 
-def test_without_builtin_hashes_the_worker_keeps_hashlibs_openssl() -> None:
-    """A Python built without them (FIPS builds) needs OpenSSL for every hash: the worker leaves it in."""
-    missing = "_sha2" if sys.version_info >= (3, 12) else "_sha256"
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "_md5",
+        "_sha1",
+        "_blake2",
+        "_sha3",
+        *(["_sha2"] if sys.version_info >= (3, 12) else ["_sha256", "_sha512"]),
+    ],
+)
+def test_without_builtin_hashes_the_worker_keeps_hashlibs_openssl(missing: str) -> None:
+    """A Python built without any one of them (FIPS builds leave them out) needs OpenSSL for that hash:
+    the worker leaves hashlib's OpenSSL backend in, and hashlib has every hash."""
     mods = modules_without_site(
-        f"import sys\nsys.modules[{missing!r}] = None\nimport relaywatch.run.worker\n"
+        f"import sys\nsys.modules[{missing!r}] = None\nimport relaywatch.run.worker\n{_HASHES_WORK}"
     )
     assert "_hashlib" in mods and "bcrypt" not in mods

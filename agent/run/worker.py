@@ -19,7 +19,8 @@ import sys
 #   identifier from a key) and dnspython (DS, NSEC3 and TSIG digests, gateway targets) hash with; this
 #   worker's own hashing is analysis/digest.py. Only where that builtin code exists: some builds (FIPS
 #   ones) leave it out, and there hashlib needs OpenSSL.
-_BUILTIN_HASHES = ("_md5", "_sha1", "_blake2", "_sha3", "_sha2" if sys.version_info >= (3, 12) else "_sha256")
+_SHA2 = ("_sha2",) if sys.version_info >= (3, 12) else ("_sha256", "_sha512")  # 3.12 merged the two
+_BUILTIN_HASHES = ("_md5", "_sha1", "_blake2", "_sha3", *_SHA2)  # what hashlib falls back to
 sys.modules.setdefault("bcrypt", None)  # type: ignore[arg-type]
 if all(importlib.util.find_spec(name) is not None for name in _BUILTIN_HASHES):
     sys.modules.setdefault("_hashlib", None)  # type: ignore[arg-type]

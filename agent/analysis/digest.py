@@ -10,27 +10,15 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import hashes
 
 
-class Sha256:
-    """An incremental SHA-256 with hashlib's update/hexdigest, for digests over several files."""
-
-    def __init__(self, data: bytes = b"") -> None:
-        self._hash = hashes.Hash(hashes.SHA256())
-        self._hash.update(data)
-
-    def update(self, data: bytes) -> None:
-        self._hash.update(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.finalize().hex()
-
-
 def sha256(data: bytes) -> bytes:
-    h = hashes.Hash(hashes.SHA256())
-    h.update(data)
-    return h.finalize()
+    return _digest(hashes.SHA256(), data)
 
 
 def sha512(data: bytes) -> bytes:
-    h = hashes.Hash(hashes.SHA512())
+    return _digest(hashes.SHA512(), data)
+
+
+def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
+    h = hashes.Hash(algorithm)
     h.update(data)
     return h.finalize()

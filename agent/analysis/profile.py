@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.verification import Store
 from relaywatch.analysis.certs import fingerprint, spki_sha256, subject_string
 from relaywatch.analysis.ct import CTError, LogList, load_log_list
-from relaywatch.analysis.digest import Sha256
 from relaywatch.analysis.membership import Pool
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.analysis.publicroots import PublicRoots, public_roots
@@ -117,7 +117,8 @@ def _parse(path: Path) -> TrustProfile:
         raise ProfileError(f"{where}: expected a mapping with name, version, anchors")
     name = _string(doc, "name", where, required=True)
     version = str(doc.get("version", ""))
-    digest = Sha256(raw)
+    digest = hashes.Hash(hashes.SHA256())  # cryptography's OpenSSL: analysis/digest.py says why
+    digest.update(raw)
     anchors = _certs(doc, "anchors", path, required=True, digest=digest)
     intermediates = _certs(doc, "intermediates", path, required=False, digest=digest)
     names = doc.get("names") or []
@@ -155,7 +156,7 @@ def _parse(path: Path) -> TrustProfile:
         min_tls_version=min_tls,
         require_starttls=require,
         store=Store(anchors),
-        digest=digest.hexdigest(),
+        digest=digest.finalize().hex(),
         known=frozenset(fingerprint(c) for c in [*anchors, *intermediates]),
         pool=Pool.of(anchors, intermediates),
         known_names=frozenset(
@@ -200,7 +201,7 @@ def _string(doc: dict[str, Any], key: str, where: str, required: bool) -> str:
 
 
 def _certs(
-    doc: dict[str, Any], key: str, path: Path, required: bool, digest: Sha256
+    doc: dict[str, Any], key: str, path: Path, required: bool, digest: hashes.Hash
 ) -> list[x509.Certificate]:
     entries = doc.get(key) or []
     if not isinstance(entries, list) or (required and not entries):

@@ -102,15 +102,11 @@ class StateSet:
     verdict, the STARTTLS state and the path status are each exported this way."""
 
     def __init__(
-        self, name: str, doc: str, names: Sequence[str], state: str, members: Iterable[enum.Enum], keep: bool
+        self, name: str, doc: str, names: Sequence[str], state: str, members: type[enum.Enum], keep: bool
     ) -> None:
         kind = GaugeMetricFamily if keep else _DiscardedGauge
         self.family = kind(name, doc, labels=[*names, state])
-        self.members = (
-            _members(members)
-            if isinstance(members, enum.EnumType)
-            else tuple((m, str(m.value)) for m in members)
-        )
+        self.members = _members(members)
 
     def add(self, base: Sequence[str], current: enum.Enum | None) -> None:
         for m, value in self.members:
@@ -118,10 +114,9 @@ class StateSet:
 
 
 @functools.cache
-def _members(kind: enum.EnumType) -> tuple[tuple[enum.Enum, str], ...]:
+def _members(kind: type[enum.Enum]) -> tuple[tuple[enum.Enum, str], ...]:
     """An enum's members and their label values, in order: every state set of every render iterates them."""
-    members: Iterable[enum.Enum] = kind  # an enum class iterates its members
-    return tuple((m, str(m.value)) for m in members)
+    return tuple((m, str(m.value)) for m in kind)
 
 
 class _Families:
@@ -154,7 +149,7 @@ class _Families:
         return kind(name, doc, labels=self._labels(()), unit="")
 
     def state_set(
-        self, name: str, doc: str, state: str, members: Iterable[enum.Enum], detail: bool = False
+        self, name: str, doc: str, state: str, members: type[enum.Enum], detail: bool = False
     ) -> StateSet:
         keep = self.detail or not detail
         return StateSet(name, doc, self._labels((state,))[:-1], state, members, keep)

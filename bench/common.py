@@ -248,17 +248,22 @@ def agent_env() -> dict[str, str]:
 @contextlib.contextmanager
 def path_workers_under_agent_python() -> Iterator[None]:
     """Path workers that this process starts (path.client.Tracer, trace_path) run under the agent's
-    interpreter while inside, through the agent's own seam for that, RELAYWATCH_PATH_WORKER."""
-    old = os.environ.get("RELAYWATCH_PATH_WORKER")
-    os.environ["RELAYWATCH_PATH_WORKER"] = shlex.join([agent_python(), "-m", "relaywatch.path.worker"])
-    os.environ.setdefault("PYTHONPATH", agent_env()["PYTHONPATH"])
+    interpreter while inside, through the agent's own seam for that, RELAYWATCH_PATH_WORKER; the
+    environment is as it was afterwards."""
+    scope = {
+        "RELAYWATCH_PATH_WORKER": shlex.join([agent_python(), "-m", "relaywatch.path.worker"]),
+        **agent_env(),
+    }
+    old = {name: os.environ.get(name) for name in scope}
+    os.environ.update(scope)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("RELAYWATCH_PATH_WORKER", None)
-        else:
-            os.environ["RELAYWATCH_PATH_WORKER"] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # ---------------------------------------------------------------- lab relays (child process)

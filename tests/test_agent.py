@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import bcrypt
+import psutil
 import pytest
 from relaywatch.lab.demo import Lab
 from relaywatch.lab.pki import make_leaf
@@ -275,18 +276,18 @@ def _probes(agent: Agent) -> float:
     return total(agent.metrics(), "relaywatch_host_probe_duration_seconds_count")
 
 
+def _workers(agent: Agent) -> list[psutil.Process]:
+    return [c for c in psutil.Process(agent.proc.pid).children() if "relaywatch.run.worker" in c.cmdline()]
+
+
 def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Path) -> None:
     """TLS, X.509 parsing and the analysis run in the probe worker: the agent's own process never maps
     them, and a worker that dies (say, on hostile input) is replaced while the agent goes on."""
-    import psutil
-
     with run_agent(lab_config(tmp_path, lab, interval="1s")) as agent:
         wait_for(lambda: all_probed(agent, lab), 60)
         maps = Path(f"/proc/{agent.proc.pid}/maps").read_text()
         assert "_rust.abi3.so" not in maps and "scapy" not in maps  # cryptography's and pyOpenSSL's binary
-        [worker] = [
-            c for c in psutil.Process(agent.proc.pid).children() if "relaywatch.run.worker" in c.cmdline()
-        ]
+        [worker] = _workers(agent)
         assert "_rust.abi3.so" in Path(f"/proc/{worker.pid}/maps").read_text()
         for pid in (agent.proc.pid, worker.pid):
             maps = Path(f"/proc/{pid}/maps").read_text()
@@ -295,9 +296,7 @@ def test_main_process_stays_small_and_survives_its_worker(lab: Lab, tmp_path: Pa
         before = _probes(agent)
         wait_for(lambda: _probes(agent) > before + len(lab.scenarios), 30)
         assert agent.proc.poll() is None
-        [again] = [
-            c for c in psutil.Process(agent.proc.pid).children() if "relaywatch.run.worker" in c.cmdline()
-        ]
+        [again] = _workers(agent)
         assert "relaywatch_probe_worker_restarts_total 1.0" in agent.metrics()
         maps = Path(f"/proc/{again.pid}/maps").read_text()  # exec'd, not forked: the same holds
         assert "_rust.abi3.so" in maps

@@ -19,8 +19,13 @@ from prometheus_client.utils import floatToGoString
 from relaywatch.analysis.baseline import Baseline
 from relaywatch.analysis.profile import TrustProfile
 from relaywatch.export.exposition import expose
+from relaywatch.export.families import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    float_to_go_string,
+)
 from relaywatch.export.families import Metric as OurMetric
-from relaywatch.export.families import float_to_go_string
 from relaywatch.export.metrics import (
     BUCKETS,
     MAX_LABEL,
@@ -378,3 +383,37 @@ def test_floats_are_written_as_client_python_writes_them(value: float) -> None:
     """The fast paths for 0 and 1 included: -0.0 keeps its sign, as Go and client_python write it."""
     theirs: Callable[[float], str] = floatToGoString  # untyped in prometheus_client
     assert float_to_go_string(value) == theirs(value)
+
+
+_LABEL_NAME = st.from_regex(r"[a-z][a-z_]{0,6}", fullmatch=True).filter(lambda n: n not in ("le", "quantile"))
+_LABEL_VALUE = st.text(st.sampled_from('ab\\"\n é{}=,'), max_size=8)
+
+
+@st.composite
+def _family(draw: st.DrawFn) -> OurMetric:
+    """Any family the agent can build: gauge, counter or histogram; any label names in any order, label
+    values with every character the format escapes, and as many values as names or fewer or more."""
+    names = draw(st.lists(_LABEL_NAME, max_size=3, unique=True))
+    kind = draw(st.sampled_from(["gauge", "counter", "histogram"]))
+    values = st.lists(_LABEL_VALUE, min_size=max(0, len(names) - 1), max_size=len(names) + 1)
+    finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
+    if kind == "histogram":
+        hist = HistogramMetricFamily("relaywatch_fuzz_seconds", 'doc "\\ x', labels=names)
+        for labels in draw(st.lists(values, max_size=3)):
+            counts = sorted(draw(st.lists(st.integers(0, 9), min_size=2, max_size=2)))
+            hist.add_metric(labels, [("0.5", float(counts[0])), ("+Inf", float(counts[1]))], draw(finite))
+        return hist
+    cls = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+    family = cls("relaywatch_fuzz", "doc\nline", labels=names)
+    for labels in draw(st.lists(values, max_size=4)):
+        family.add_metric(labels, draw(finite | st.sampled_from([0.0, -0.0, 1.0])))
+    return family
+
+
+@given(_family())
+def test_any_family_is_written_as_client_python_writes_it(family: OurMetric) -> None:
+    """The rows the agent renders from (export/families.py) and client_python's view of the same family
+    (its `samples`) give the same text, byte for byte: label order, escaping, histogram `le`, values."""
+    registry = CollectorRegistry()
+    registry.register(_Families([family]))
+    assert expose([family], [], [], []) == generate_latest(registry)

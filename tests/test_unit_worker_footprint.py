@@ -54,13 +54,13 @@ def test_the_host_store_honours_ssl_cert_file_then_ssl_cert_dir(
     monkeypatch.setattr(truststore, "CA_FILES", ())
     monkeypatch.setattr(truststore, "CA_DIRECTORIES", ())
     monkeypatch.setenv("SSL_CERT_DIR", str(directory))
-    assert truststore.store_location() == directory
+    assert truststore.host_store().source == str(directory)
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    assert truststore.store_location() == bundle  # a file comes before a directory, as in OpenSSL
+    assert truststore.host_store().source == str(bundle)  # a file comes before a directory, as in OpenSSL
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
-    assert truststore.store_location() == directory
+    assert truststore.host_store().source == str(directory)
     monkeypatch.delenv("SSL_CERT_DIR")
-    assert truststore.store_location() is None
+    assert truststore.host_store().source == "(none)"
 
 
 def test_on_windows_and_macos_the_table_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,9 +74,9 @@ def test_on_windows_and_macos_the_table_is_not_read(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(truststore, "_openssl_defaults", lambda: ((), ()))
     for platform in ("win32", "darwin"):
         monkeypatch.setattr(sys, "platform", platform)
-        assert truststore.store_location() is None
+        assert truststore.host_store().source == "(none)"
     monkeypatch.setattr(sys, "platform", "linux")
-    assert truststore.store_location() == planted
+    assert truststore.host_store().source == str(planted)
 
 
 _HASHES_WORK = (

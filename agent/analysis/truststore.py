@@ -61,14 +61,9 @@ CA_DIRECTORIES = (
 )
 
 
-def store_location() -> Path | None:
-    """The CA file if there is one, else the CA directory (OpenSSL's order)."""
-    found = _located()
-    return Path(found[0]) if found else None
-
-
 def _located() -> tuple[str, os.stat_result] | None:
-    """The store's path and its stat(): on most hosts the first candidate, so one system call."""
+    """The store's path and its stat(): the CA file if there is one, else the CA directory (OpenSSL's
+    order); on most hosts the first candidate, so one system call."""
     files, directories = _candidates()
     for file in files:
         if file and (st := _stat(file)) is not None and stat.S_ISREG(st.st_mode):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import re
 import shutil
 import subprocess
@@ -211,6 +212,12 @@ def test_debian_package_installs_unit_config_and_a_working_venv(tmp_path: Path) 
     subprocess.run(["dpkg-deb", "--extract", str(deb), str(root)], check=True, timeout=120)
     script = (root / "opt/relaywatch/bin/relaywatch").read_text().splitlines()[0]
     assert script == "#!/opt/relaywatch/bin/python3"
+    # bytecode ships, naming where the code will live: the service cannot write it (ProtectSystem=strict)
+    pycs = sorted(root.glob("opt/relaywatch/lib/python3*/site-packages/relaywatch/**/*.pyc"))
+    sources = sorted(root.glob("opt/relaywatch/lib/python3*/site-packages/relaywatch/**/*.py"))
+    assert len(pycs) >= len(sources) > 0
+    code = marshal.loads((pycs[0]).read_bytes()[16:])
+    assert code.co_filename.startswith("/opt/relaywatch/lib/"), code.co_filename
     conffiles = subprocess.run(
         ["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True, timeout=60
     ).stdout

@@ -15,6 +15,11 @@ mkdir -p "$stage$prefix" "$stage/usr/bin" "$stage/lib/systemd/system" "$stage/et
          "$stage/usr/share/doc/relaywatch"
 /usr/bin/python3 -m venv "$stage$prefix"
 "$stage$prefix/bin/pip" install -q --disable-pip-version-check --no-compile .
+# Bytecode in the package, compiled for where it will live (-s/-p: tracebacks name /opt/relaywatch, not the
+# staging folder): the service cannot write beside its code (DynamicUser, ProtectSystem=strict), so without
+# it every start, every restarted probe worker and every path worker would compile its modules again.
+# Shipped files, so dpkg removes them with the package.
+"$stage$prefix/bin/python" -m compileall -q -j 0 -s "$stage" -p / "$stage$prefix/lib"
 # the venv was built in the staging directory: point its scripts at where it will live
 grep -rlI "$stage$prefix" "$stage$prefix/bin" | xargs sed -i "s#$stage$prefix#$prefix#g"
 sed -i "s#$stage$prefix#$prefix#g" "$stage$prefix/pyvenv.cfg"

@@ -215,20 +215,24 @@ def _dnssec(text: str | None) -> DNSSECMode | None:
 def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
     """Where the session is cut (path trace, in its worker process) and what on this host does it."""
     from relaywatch.host.inventory import inventory
-    from relaywatch.path.client import trace_path
+    from relaywatch.path.client import Tracer
     from relaywatch.path.judge import unavailable
 
     host = inventory()
     out = []
-    for r in results:
-        trace = None
-        if path:
-            if r.record.address is None:
-                trace = unavailable("no address to trace")
-            else:
-                target = r.record.target
-                trace = trace_path(r.record.address, target.port, implicit_tls=not target.starttls)
-        out.append(dataclasses.replace(r, path=trace, host=host))
+    tracer = Tracer()  # one worker process for all the addresses
+    try:
+        for r in results:
+            trace = None
+            if path:
+                if r.record.address is None:
+                    trace = unavailable("no address to trace")
+                else:
+                    target = r.record.target
+                    trace = tracer.trace(r.record.address, target.port, implicit_tls=not target.starttls)
+            out.append(dataclasses.replace(r, path=trace, host=host))
+    finally:
+        tracer.close()
     return out
 
 

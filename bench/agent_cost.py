@@ -262,12 +262,20 @@ def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
 
 
 def _one_trace(relays: Relays) -> dict[str, Any]:
-    argv = [agent_python(), "-m", "relaywatch.path.worker", relays.hosts[0], str(relays.port)]
+    """What `check --path` runs for one address: a serving worker, one request, stdin closed. CPU and
+    peak RSS from the kernel's rusage of the process (os.wait4)."""
+    from relaywatch.codec import encode
+    from relaywatch.path.model import TraceRequest
+
+    argv = [agent_python(), "-m", "relaywatch.path.worker", "--serve"]
     t0 = time.monotonic()
-    proc = subprocess.Popen([*argv, "--max-hops", "16", "--timeout", "2"], stdout=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     sampler = _PeakMemory(proc.pid)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
+    request = encode(TraceRequest(relays.hosts[0], relays.port, 16, 2.0, False)) + b"\n"
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(request)
+    proc.stdin.close()  # one trace, then the worker ends
+    out = proc.stdout.read()  # not communicate(): it would reap the process before wait4 reads its rusage
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     answer = json.loads(out or b"{}")

@@ -1,9 +1,9 @@
 """The agent's side: run the worker with a deadline and judge what it measured.
 
-Two ways: trace_path() runs one worker process per trace (`relaywatch check --path`); a Tracer keeps one
-worker process (`--serve`) for a batch of traces and closes it when idle, so scapy's import (most of a
-trace's CPU, measured in bench/agent_cost.py) is paid once a batch and its memory is held only while
-there is tracing to do."""
+One way for every caller: a Tracer keeps one worker process (`--serve`) for consecutive traces and closes it
+when idle, so scapy's import (most of a trace's CPU, measured in bench/agent_cost.py) is paid once for a
+batch, and its memory is held only while there is tracing to do. `relaywatch check --path` traces its
+target's addresses through one Tracer too (trace_path() for a single one)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from relaywatch.path.model import PathResult, TraceRequest, WorkerAnswer
 _running: set[subprocess.Popen[bytes]] = set()
 _lock = threading.Lock()
 MAX_OUTPUT = 1 << 20  # a trace of 32 hops is a few KiB
+MAX_STDERR = 4096  # the worker's last words, for the reason it gives when it fails
 
 
 def stop_all() -> None:
@@ -41,38 +42,19 @@ def _prefix() -> list[str]:
 
 
 def _deadline(timeout: float) -> float:
-    """The longest a trace may take: two sr() rounds, the TTL capture, the process start (scapy)."""
+    """The longest a trace may take: one sr() round, the TTL capture, the process start (scapy)."""
     return timeout * 3 + 15
 
 
 def trace_path(
     address: str, port: int, max_hops: int = 16, timeout: float = 2.0, implicit_tls: bool = False
 ) -> PathResult:
-    """One trace in a worker process of its own."""
-    argv = [*_prefix(), address, str(port), "--max-hops", str(max_hops), "--timeout", str(timeout)]
-    if implicit_tls:
-        argv.append("--tls")
+    """One trace in a worker process of its own, ended with it."""
+    tracer = Tracer()
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as exc:
-        return unavailable(f"cannot start the path worker: {exc.strerror}")
-    with _lock:
-        _running.add(proc)
-    try:
-        stdout, stderr = proc.communicate(timeout=_deadline(timeout))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return unavailable("the path worker did not finish in time")
+        return tracer.trace(address, port, max_hops, timeout, implicit_tls)
     finally:
-        with _lock:
-            _running.discard(proc)
-    try:  # the worker parsed packets from the network: its answer is decoded against the types only
-        doc = decode(stdout[:MAX_OUTPUT], WorkerAnswer)
-    except CodecError:
-        last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-        return unavailable(f"path worker failed: {last[0][:200]}")
-    return _judged(doc)
+        tracer.close()
 
 
 def _judged(doc: WorkerAnswer) -> PathResult:
@@ -95,8 +77,8 @@ class Tracer:
     ) -> PathResult:
         request = TraceRequest(address, port, max_hops, timeout, implicit_tls)
         proc = self._ensure()
-        if proc is None:
-            return unavailable("cannot start the path worker")
+        if isinstance(proc, str):
+            return unavailable(f"cannot start the path worker: {proc}")
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(encode(request) + b"\n")
@@ -105,9 +87,9 @@ class Tracer:
             self.close()
             return unavailable("the path worker went away")
         line = _read_line(proc, time.monotonic() + _deadline(timeout))
-        if line is None:
+        if isinstance(line, _NoAnswer):
             self.close()
-            return unavailable("the path worker did not answer in time")
+            return unavailable(line.reason)
         try:
             doc = decode(line, WorkerAnswer)
         except CodecError:
@@ -115,7 +97,8 @@ class Tracer:
             return unavailable("the path worker sent a malformed answer")
         return _judged(doc)
 
-    def _ensure(self) -> subprocess.Popen[bytes] | None:
+    def _ensure(self) -> subprocess.Popen[bytes] | str:
+        """The running worker, or a new one; why not, when it cannot start."""
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self.close()
@@ -124,10 +107,10 @@ class Tracer:
                 [*_prefix(), "--serve"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,  # read beside stdout (_read_line): its last line says why it failed
             )
-        except OSError:
-            return None
+        except OSError as exc:
+            return exc.strerror or type(exc).__name__
         with _lock:
             _running.add(proc)
         self._proc, self.started = proc, self.started + 1
@@ -147,24 +130,45 @@ class Tracer:
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
-def _read_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes | None:
-    """One line of at most MAX_OUTPUT bytes before the deadline, else None."""
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buf = bytearray()
+class _NoAnswer:
+    """Why no answer line came: late, oversized, or the worker ended (with its last stderr line)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _read_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes | _NoAnswer:
+    """One line of at most MAX_OUTPUT bytes from stdout before the deadline. stderr is read beside it, so a
+    chatty worker never blocks on a full pipe; its last MAX_STDERR bytes are kept for the reason."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    buf, errs = bytearray(), bytearray()
     with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
+        sel.register(out, selectors.EVENT_READ)
+        sel.register(err, selectors.EVENT_READ)
         while b"\n" not in buf:
             left = deadline - time.monotonic()
-            if left <= 0 or len(buf) > MAX_OUTPUT or not sel.select(left):
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            buf += chunk
+            if left <= 0:
+                return _NoAnswer("the path worker did not answer in time")
+            if len(buf) > MAX_OUTPUT:
+                return _NoAnswer("the path worker sent an oversized answer")
+            ready = sel.select(left)
+            for key, _ in ready:
+                chunk = os.read(key.fd, 65536)
+                if key.fd == err:
+                    if not chunk:
+                        sel.unregister(err)
+                    errs += chunk
+                    del errs[:-MAX_STDERR]
+                elif chunk:
+                    buf += chunk
+                else:
+                    last = errs.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+                    return _NoAnswer(f"path worker failed: {last[0][:200]}")
     line, _, rest = bytes(buf).partition(b"\n")
-    return None if rest else line
+    return _NoAnswer("the path worker sent more than one answer") if rest else line

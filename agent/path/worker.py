@@ -1,12 +1,11 @@
-"""The path worker: `python -m relaywatch.path.worker ADDRESS PORT` prints one JSON PathTrace (or why not);
-`python -m relaywatch.path.worker --serve` answers one JSON line per TraceRequest line on stdin until
-stdin ends (the agent's tracer: scapy is imported once for a batch of traces, see path/client.py).
+"""The path worker: `python -m relaywatch.path.worker --serve` answers one JSON line per TraceRequest line
+on stdin until stdin ends (path/client.py's Tracer, for the agent and `check --path`: scapy is imported
+once for a batch of traces); `python -m relaywatch.path.worker ADDRESS PORT`, by hand, prints one.
 
 A process of its own, so scapy's import (tens of MB) and its raw sockets never live in the agent."""
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 
@@ -61,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in == ["--serve"]:
         return serve()
+    import argparse  # by hand only: the agent and `check --path` speak --serve
+
     p = argparse.ArgumentParser(prog="relaywatch-path-worker")
     p.add_argument("address")
     p.add_argument("port", type=int)

@@ -1,0 +1,89 @@
+"""The agent's side of the path worker (path/client.py) against stand-in workers that misbehave: whatever
+the worker does, the trace gets a verdict with the reason, in bounded time, and the worker does not linger.
+The stand-ins are this interpreter running a few lines, named by RELAYWATCH_PATH_WORKER as a packager's
+helper would be."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+
+import pytest
+from relaywatch.codec import encode
+from relaywatch.path import client
+from relaywatch.path.client import Tracer, trace_path
+from relaywatch.path.model import PathResult, WorkerAnswer
+
+ANSWER = encode(WorkerAnswer(unavailable="stand-in measured nothing")).decode()
+
+
+def _worker(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
+    monkeypatch.setenv("RELAYWATCH_PATH_WORKER", shlex.join([sys.executable, "-c", code]))
+
+
+def _reason(result: PathResult) -> str:
+    assert result.status.value == "unavailable", result
+    return str(result.reason)
+
+
+def test_a_worker_that_dies_is_reported_with_its_last_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    _worker(monkeypatch, "import sys; sys.stderr.write('warming up\\nno module named scapy\\n'); sys.exit(1)")
+    assert _reason(trace_path("127.0.0.1", 25)) == "path worker failed: no module named scapy"
+
+
+def test_a_chatty_worker_does_not_block_on_its_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1 MiB of warnings, far more than a pipe holds, before the answer: read beside it, never a deadlock
+    _worker(
+        monkeypatch,
+        "import sys; sys.stdin.readline(); sys.stderr.write('w' * (1 << 20) + '\\n'); sys.stderr.flush(); "
+        f"print({ANSWER!r}, flush=True); sys.stdin.read()",
+    )
+    started = time.monotonic()
+    assert _reason(trace_path("127.0.0.1", 25)) == "stand-in measured nothing"
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (
+            "import sys; sys.stdin.readline(); print('{\"trace\": 7}', flush=True); sys.stdin.read()",
+            "malformed",
+        ),
+        ("import sys; sys.stdin.readline(); print('x' * (2 << 20), flush=True)", "oversized"),
+        (
+            f"import sys; sys.stdin.readline(); print({ANSWER!r} + '\\n' + {ANSWER!r}, flush=True)",
+            "more than one",
+        ),
+        ("import sys, time; sys.stdin.readline(); time.sleep(30)", "did not answer in time"),
+    ],
+    ids=["malformed", "oversized", "two-answers", "late"],
+)
+def test_a_bad_answer_ends_the_worker_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, code: str, reason: str
+) -> None:
+    _worker(monkeypatch, code)
+    monkeypatch.setattr(client, "_deadline", lambda timeout: 1.0)
+    tracer = Tracer()
+    result = tracer.trace("127.0.0.1", 25)
+    assert reason in _reason(result)
+    assert tracer._proc is None  # killed: the next trace starts another
+    assert not client._running
+
+
+def test_a_worker_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAYWATCH_PATH_WORKER", "/nonexistent/relaywatch-path-helper")
+    assert _reason(trace_path("127.0.0.1", 25)).startswith("cannot start the path worker: No such file")
+
+
+def test_one_worker_serves_consecutive_traces(monkeypatch: pytest.MonkeyPatch) -> None:
+    _worker(monkeypatch, f"import sys\nfor _ in sys.stdin: print({ANSWER!r}, flush=True)")
+    tracer = Tracer()
+    try:
+        for _ in range(3):
+            assert _reason(tracer.trace("127.0.0.1", 25)) == "stand-in measured nothing"
+        assert tracer.started == 1
+    finally:
+        tracer.close()
+    assert not client._running

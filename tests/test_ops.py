@@ -4,10 +4,12 @@ systemd unit under systemd-analyze, the Debian package."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import marshal
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import urllib.parse
@@ -213,10 +215,15 @@ def test_debian_package_installs_unit_config_and_a_working_venv(tmp_path: Path) 
     script = (root / "opt/relaywatch/bin/relaywatch").read_text().splitlines()[0]
     assert script == "#!/opt/relaywatch/bin/python3"
     # bytecode ships, naming where the code will live: the service cannot write it (ProtectSystem=strict)
-    pycs = sorted(root.glob("opt/relaywatch/lib/python3*/site-packages/relaywatch/**/*.pyc"))
     sources = sorted(root.glob("opt/relaywatch/lib/python3*/site-packages/relaywatch/**/*.py"))
-    assert len(pycs) >= len(sources) > 0
-    code = marshal.loads((pycs[0]).read_bytes()[16:])
+    assert sources
+    for source in sources:  # each one current for its source (mtime and size, as Python checks them)
+        pyc = Path(importlib.util.cache_from_source(str(source)))
+        head = pyc.read_bytes()[:16]
+        flags, mtime, size = struct.unpack("<III", head[4:16])
+        assert flags == 0 and mtime == int(source.stat().st_mtime) & 0xFFFFFFFF, pyc
+        assert size == source.stat().st_size & 0xFFFFFFFF, pyc
+    code = marshal.loads(Path(importlib.util.cache_from_source(str(sources[0]))).read_bytes()[16:])
     assert code.co_filename.startswith("/opt/relaywatch/lib/"), code.co_filename
     conffiles = subprocess.run(
         ["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True, timeout=60

@@ -5,6 +5,7 @@ helper would be."""
 
 from __future__ import annotations
 
+import selectors
 import shlex
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 from relaywatch.codec import encode
 from relaywatch.path import client
 from relaywatch.path.client import Tracer, trace_path
-from relaywatch.path.model import PathResult, WorkerAnswer
+from relaywatch.path.model import PathResult, PathTrace, SentSyn, WorkerAnswer
 
 ANSWER = encode(WorkerAnswer(unavailable="stand-in measured nothing")).decode()
 
@@ -29,7 +30,50 @@ def _reason(result: PathResult) -> str:
 
 def test_a_worker_that_dies_is_reported_with_its_last_words(monkeypatch: pytest.MonkeyPatch) -> None:
     _worker(monkeypatch, "import sys; sys.stderr.write('warming up\\nno module named scapy\\n'); sys.exit(1)")
-    assert _reason(trace_path("127.0.0.1", 25)) == "path worker failed: no module named scapy"
+    assert _reason(trace_path("127.0.0.1", 25)) == "path worker failed (exit 1): no module named scapy"
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("echo 'cannot open raw socket' >&2; exit 3", "path worker failed (exit 3): cannot open raw socket"),
+        ("kill -9 $$", "path worker failed (killed by signal 9): no output"),
+    ],
+    ids=["exit", "signal"],
+)
+def test_a_helper_that_fails_at_once_says_why(
+    monkeypatch: pytest.MonkeyPatch, script: str, reason: str
+) -> None:
+    # a small native helper fails before the request is even written (a broken pipe): same reason
+    monkeypatch.setenv("RELAYWATCH_PATH_WORKER", shlex.join(["/bin/sh", "-c", script, "helper"]))
+    for _ in range(3):
+        assert _reason(trace_path("127.0.0.1", 25)) == reason
+
+
+def test_a_worker_that_stops_answering_but_lingers_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    _worker(monkeypatch, "import os, sys, time; sys.stdin.readline(); os.close(1); time.sleep(30)")
+    started = time.monotonic()
+    assert _reason(trace_path("127.0.0.1", 25)) == "path worker failed (still running): no output"
+    assert time.monotonic() - started < 10 and not client._running
+
+
+def test_an_answer_for_another_address_is_not_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    other = encode(WorkerAnswer(PathTrace("192.0.2.9", 25, (), (), None, None, SentSyn(1460, 64240, 7))))
+    _worker(monkeypatch, f"import sys\nfor _ in sys.stdin: print({other.decode()!r}, flush=True)")
+    assert _reason(trace_path("127.0.0.1", 25)) == "the path worker answered for another address"
+
+
+def test_where_pipes_cannot_be_selected_the_trace_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Windows: select() takes sockets only. A verdict with the reason, never an exception out of check
+    _worker(monkeypatch, "import sys; sys.stdin.readline(); sys.stdin.read()")
+
+    class NoPipes(selectors.DefaultSelector):
+        def register(self, *args: object, **kwargs: object) -> selectors.SelectorKey:
+            raise OSError(10038, "An operation was attempted on something that is not a socket")
+
+    monkeypatch.setattr(selectors, "DefaultSelector", NoPipes)
+    assert _reason(trace_path("127.0.0.1", 25)).startswith("cannot read the path worker's answer here: ")
+    assert not client._running
 
 
 def test_a_chatty_worker_does_not_block_on_its_stderr(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ target's addresses through one Tracer too (trace_path() for a single one)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import shlex
@@ -79,22 +80,26 @@ class Tracer:
         proc = self._ensure()
         if isinstance(proc, str):
             return unavailable(f"cannot start the path worker: {proc}")
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        answer: bytes | _NoAnswer
         try:
             proc.stdin.write(encode(request) + b"\n")
             proc.stdin.flush()
-        except OSError:
+        except OSError:  # it died before reading the request: its last words say why
+            answer = _NoAnswer(_failure(proc, bytearray(), time.monotonic() + 2))
+        else:
+            answer = _read_line(proc, time.monotonic() + _deadline(timeout))
+        if isinstance(answer, _NoAnswer):
             self.close()
-            return unavailable("the path worker went away")
-        line = _read_line(proc, time.monotonic() + _deadline(timeout))
-        if isinstance(line, _NoAnswer):
-            self.close()
-            return unavailable(line.reason)
+            return unavailable(answer.reason)
         try:
-            doc = decode(line, WorkerAnswer)
+            doc = decode(answer, WorkerAnswer)
         except CodecError:
             self.close()
             return unavailable("the path worker sent a malformed answer")
+        if doc.trace is not None and (doc.trace.address, doc.trace.port) != (address, port):
+            self.close()  # out of step (a late answer to an earlier request): none of its answers count
+            return unavailable("the path worker answered for another address")
         return _judged(doc)
 
     def _ensure(self) -> subprocess.Popen[bytes] | str:
@@ -145,30 +150,68 @@ class _NoAnswer:
 def _read_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes | _NoAnswer:
     """One line of at most MAX_OUTPUT bytes from stdout before the deadline. stderr is read beside it, so a
     chatty worker never blocks on a full pipe; its last MAX_STDERR bytes are kept for the reason."""
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    assert proc.stdout is not None
     buf, errs = bytearray(), bytearray()
-    with selectors.DefaultSelector() as sel:
-        sel.register(out, selectors.EVENT_READ)
-        sel.register(err, selectors.EVENT_READ)
+    try:
         while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return _NoAnswer("the path worker did not answer in time")
             if len(buf) > MAX_OUTPUT:
                 return _NoAnswer("the path worker sent an oversized answer")
-            ready = sel.select(left)
-            for key, _ in ready:
-                chunk = os.read(key.fd, 65536)
-                if key.fd == err:
-                    if not chunk:
-                        sel.unregister(err)
-                    errs += chunk
-                    del errs[:-MAX_STDERR]
-                elif chunk:
-                    buf += chunk
-                else:
-                    last = errs.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-                    return _NoAnswer(f"path worker failed: {last[0][:200]}")
+            fd, chunk = _next_chunk(proc, errs, deadline)
+            if fd is None:
+                return _NoAnswer("the path worker did not answer in time")
+            if not chunk:  # stdout ended: the worker is gone or going
+                return _NoAnswer(_failure(proc, errs, time.monotonic() + 2))
+            buf += chunk
+    except OSError as exc:  # e.g. select() on pipes where only sockets are selectable (Windows)
+        return _NoAnswer(f"cannot read the path worker's answer here: {exc.strerror or exc}")
     line, _, rest = bytes(buf).partition(b"\n")
+    if len(line) > MAX_OUTPUT:
+        return _NoAnswer("the path worker sent an oversized answer")
     return _NoAnswer("the path worker sent more than one answer") if rest else line
+
+
+def _next_chunk(proc: subprocess.Popen[bytes], errs: bytearray, deadline: float) -> tuple[int | None, bytes]:
+    """The next bytes from stdout, taking stderr's as they come (kept in errs, the last MAX_STDERR); (None,
+    b"") at the deadline. Once stderr has ended it is no longer watched, so it cannot spin the loop."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    with selectors.DefaultSelector() as sel:
+        sel.register(out, selectors.EVENT_READ)
+        if not proc.stderr.closed:
+            sel.register(err, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(left):
+                chunk = os.read(key.fd, 65536)
+                if key.fd == out:
+                    return out, chunk
+                errs += chunk
+                del errs[:-MAX_STDERR]
+                if not chunk:
+                    sel.unregister(err)
+                    proc.stderr.close()
+    return None, b""
+
+
+def _failure(proc: subprocess.Popen[bytes], errs: bytearray, deadline: float) -> str:
+    """Why the worker ended: its exit status and the last line it wrote to stderr (read to its end, or to
+    the deadline)."""
+    assert proc.stderr is not None
+    with contextlib.suppress(OSError):
+        while not proc.stderr.closed and time.monotonic() < deadline:
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stderr.fileno(), selectors.EVENT_READ)
+                if not sel.select(deadline - time.monotonic()):
+                    break
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            errs += chunk
+            del errs[:-MAX_STDERR]
+    try:
+        code = proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        status = "still running"
+    else:
+        status = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+    last = errs.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+    return f"path worker failed ({status}): {last[0][:200]}"

@@ -95,9 +95,9 @@ def _changes(quoted) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
     return tuple(out)
 
 
-def _syn_probes(address: str, port: int, max_hops: int) -> list[Packet]:
+def tcp_trace(address: str, port: int, max_hops: int, timeout: float) -> tuple[Hop, ...]:
     sport = random.randint(33000, 60000)
-    return [
+    probes = [
         _ip(address, ttl)
         / TCP(
             sport=sport + ttl,
@@ -109,68 +109,56 @@ def _syn_probes(address: str, port: int, max_hops: int) -> list[Packet]:
         )
         for ttl in range(1, max_hops + 1)
     ]
-
-
-def _echo_probes(address: str, max_hops: int) -> list[Packet]:
-    ident = random.getrandbits(16)
-    if is_ipv6(address):
-        return [
-            IPv6(dst=address, hlim=t) / ICMPv6EchoRequest(id=ident, seq=t) for t in range(1, max_hops + 1)
-        ]
-    return [IP(dst=address, ttl=t) / ICMP(id=ident, seq=t) for t in range(1, max_hops + 1)]
-
-
-def _tcp_hop(ttl: int, reply: Packet, rtt: float | None) -> Hop | None:
-    src = reply.src
-    if reply.haslayer(TCP) and not reply.haslayer(TCPerror):
-        return Hop(ttl, src, rtt, "syn_ack" if reply[TCP].flags & 0x12 == 0x12 else "rst")
-    if not (reply.haslayer(IPerror) or reply.haslayer(IPerror6)):
-        return None  # neither the destination nor a router quoting the probe
-    kind = (
-        "time_exceeded"
-        if (reply.haslayer(ICMPv6TimeExceeded) or (reply.haslayer(ICMP) and reply[ICMP].type == 11))
-        else "unreachable"
-    )
-    return Hop(ttl, src, rtt, kind, _changes(reply))
-
-
-def _echo_hop(ttl: int, reply: Packet, rtt: float | None) -> Hop:
-    echo = reply.haslayer(ICMPv6EchoReply) or (
-        reply.haslayer(ICMP) and reply[ICMP].type == 0 and not reply.haslayer(IPerror)
-    )
-    return Hop(ttl, reply.src, rtt, "echo_reply" if echo else "time_exceeded")
-
-
-def _hops(by_ttl: dict[int, Hop], max_hops: int, last: tuple[str, ...]) -> tuple[Hop, ...]:
-    """Hop by hop up to the first that answers as the destination (`last` kinds)."""
+    answered, _ = sr(probes, timeout=timeout, inter=0.002, verbose=0)
+    by_ttl: dict[int, Hop] = {}
+    for sent, reply in answered:
+        ttl = int(sent.hlim if is_ipv6(address) else sent.ttl)
+        rtt = (float(reply.time) - float(sent.sent_time)) * 1000 if sent.sent_time else None
+        src = reply.src
+        if reply.haslayer(TCP) and not reply.haslayer(TCPerror):
+            kind = "syn_ack" if reply[TCP].flags & 0x12 == 0x12 else "rst"
+            by_ttl[ttl] = Hop(ttl, src, rtt, kind)
+        elif reply.haslayer(IPerror) or reply.haslayer(IPerror6):
+            icmp_kind = (
+                "time_exceeded"
+                if (reply.haslayer(ICMPv6TimeExceeded) or (reply.haslayer(ICMP) and reply[ICMP].type == 11))
+                else "unreachable"
+            )
+            by_ttl[ttl] = Hop(ttl, src, rtt, icmp_kind, _changes(reply))
     hops: list[Hop] = []
     for ttl in range(1, max_hops + 1):
         hop = by_ttl.get(ttl, Hop(ttl, None, None, "none"))
         hops.append(hop)
-        if hop.kind in last:
+        if hop.kind in ("syn_ack", "rst"):
             break
     return tuple(hops)
 
 
-def hop_traces(
-    address: str, port: int, max_hops: int, timeout: float
-) -> tuple[tuple[Hop, ...], tuple[Hop, ...]]:
-    """The TCP SYN trace and the ICMP echo trace, TTL by TTL, sent and answered in one sr() round: one pair
-    of sockets and one capture loop instead of two (measured: 20 ms less CPU and 50 ms less wall a trace).
-    scapy pairs each answer with the probe it answers, so the two kinds never mix."""
-    syns, echos = _syn_probes(address, port, max_hops), _echo_probes(address, max_hops)
-    answered, _ = sr([*syns, *echos], timeout=timeout, inter=0.002, verbose=0)
-    tcp: dict[int, Hop] = {}
-    echo: dict[int, Hop] = {}
+def echo_trace(address: str, max_hops: int, timeout: float) -> tuple[Hop, ...]:
+    ident = random.getrandbits(16)
+    probes: list[Packet]
+    if is_ipv6(address):
+        probes = [
+            IPv6(dst=address, hlim=t) / ICMPv6EchoRequest(id=ident, seq=t) for t in range(1, max_hops + 1)
+        ]
+    else:
+        probes = [IP(dst=address, ttl=t) / ICMP(id=ident, seq=t) for t in range(1, max_hops + 1)]
+    answered, _ = sr(probes, timeout=timeout, inter=0.002, verbose=0)
+    by_ttl: dict[int, Hop] = {}
     for sent, reply in answered:
         ttl = int(sent.hlim if is_ipv6(address) else sent.ttl)
         rtt = (float(reply.time) - float(sent.sent_time)) * 1000 if sent.sent_time else None
-        if sent.haslayer(TCP):
-            if (hop := _tcp_hop(ttl, reply, rtt)) is not None:
-                tcp[ttl] = hop
-        else:
-            echo[ttl] = _echo_hop(ttl, reply, rtt)
-    return _hops(tcp, max_hops, ("syn_ack", "rst")), _hops(echo, max_hops, ("echo_reply",))
+        echo = reply.haslayer(ICMPv6EchoReply) or (
+            reply.haslayer(ICMP) and reply[ICMP].type == 0 and not reply.haslayer(IPerror)
+        )
+        by_ttl[ttl] = Hop(ttl, reply.src, rtt, "echo_reply" if echo else "time_exceeded")
+    hops: list[Hop] = []
+    for ttl in range(1, max_hops + 1):
+        hop = by_ttl.get(ttl, Hop(ttl, None, None, "none"))
+        hops.append(hop)
+        if hop.kind == "echo_reply":
+            break
+    return tuple(hops)
 
 
 def server_ttls(
@@ -222,8 +210,8 @@ def measure(
     return PathTrace(
         address=address,
         port=port,
-        tcp_hops=(hops := hop_traces(address, port, max_hops, timeout))[0],
-        echo_hops=hops[1],
+        tcp_hops=tcp_trace(address, port, max_hops, timeout),
+        echo_hops=echo_trace(address, max_hops, timeout),
         synack_ttl=(ttls := server_ttls(address, port, timeout, implicit_tls))[0],
         greeting_ttl=ttls[1],
         sent=SentSyn(SENT_MSS, SENT_WINDOW, SENT_WSCALE),

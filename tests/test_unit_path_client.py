@@ -5,9 +5,9 @@ helper would be."""
 
 from __future__ import annotations
 
-import selectors
 import shlex
 import sys
+import threading
 import time
 
 import pytest
@@ -61,19 +61,6 @@ def test_an_answer_for_another_address_is_not_taken(monkeypatch: pytest.MonkeyPa
     other = encode(WorkerAnswer(PathTrace("192.0.2.9", 25, (), (), None, None, SentSyn(1460, 64240, 7))))
     _worker(monkeypatch, f"import sys\nfor _ in sys.stdin: print({other.decode()!r}, flush=True)")
     assert _reason(trace_path("127.0.0.1", 25)) == "the path worker answered for another address"
-
-
-def test_where_pipes_cannot_be_selected_the_trace_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Windows: select() takes sockets only. A verdict with the reason, never an exception out of check
-    _worker(monkeypatch, "import sys; sys.stdin.readline(); sys.stdin.read()")
-
-    class NoPipes(selectors.DefaultSelector):
-        def register(self, *args: object, **kwargs: object) -> selectors.SelectorKey:
-            raise OSError(10038, "An operation was attempted on something that is not a socket")
-
-    monkeypatch.setattr(selectors, "DefaultSelector", NoPipes)
-    assert _reason(trace_path("127.0.0.1", 25)).startswith("cannot read the path worker's answer here: ")
-    assert not client._running
 
 
 def test_a_chatty_worker_does_not_block_on_its_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,4 +117,17 @@ def test_one_worker_serves_consecutive_traces(monkeypatch: pytest.MonkeyPatch) -
         assert tracer.started == 1
     finally:
         tracer.close()
+    assert not client._running
+
+
+def test_a_flood_on_stdout_is_refused_and_nothing_outlives_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 64 MiB unasked: the reader's queue holds at most about MAX_OUTPUT, the worker waits on its pipe
+    _worker(monkeypatch, "import sys\nfor _ in range(1024): sys.stdout.write('x' * 65536)")
+    before = {t.ident for t in threading.enumerate()}
+    started = time.monotonic()
+    assert _reason(trace_path("127.0.0.1", 25)) == "the path worker sent an oversized answer"
+    assert time.monotonic() - started < 10
+    assert not [t for t in threading.enumerate() if t.ident not in before and t.name == "path-output"]
     assert not client._running

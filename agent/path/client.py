@@ -7,9 +7,8 @@ target's addresses through one Tracer too (trace_path() for a single one)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import selectors
+import queue
 import shlex
 import subprocess
 import sys
@@ -71,6 +70,7 @@ class Tracer:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
+        self._output = _Output()
         self.started = 0  # worker processes started (the benchmark and the tests read it)
 
     def trace(
@@ -86,9 +86,9 @@ class Tracer:
             proc.stdin.write(encode(request) + b"\n")
             proc.stdin.flush()
         except OSError:  # it died before reading the request: its last words say why
-            answer = _NoAnswer(_failure(proc, bytearray(), time.monotonic() + 2))
+            answer = _NoAnswer(self._output.failure(proc, time.monotonic() + 2))
         else:
-            answer = _read_line(proc, time.monotonic() + _deadline(timeout))
+            answer = self._output.line(proc, time.monotonic() + _deadline(timeout))
         if isinstance(answer, _NoAnswer):
             self.close()
             return unavailable(answer.reason)
@@ -112,12 +112,13 @@ class Tracer:
                 [*_prefix(), "--serve"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,  # read beside stdout (_read_line): its last line says why it failed
+                stderr=subprocess.PIPE,  # read beside stdout (_Output): its last line says why it failed
             )
         except OSError as exc:
             return exc.strerror or type(exc).__name__
         with _lock:
             _running.add(proc)
+        self._output = _Output(proc)
         self._proc, self.started = proc, self.started + 1
         return proc
 
@@ -135,9 +136,7 @@ class Tracer:
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        self._output.close()
 
 
 class _NoAnswer:
@@ -147,71 +146,96 @@ class _NoAnswer:
         self.reason = reason
 
 
-def _read_line(proc: subprocess.Popen[bytes], deadline: float) -> bytes | _NoAnswer:
-    """One line of at most MAX_OUTPUT bytes from stdout before the deadline. stderr is read beside it, so a
-    chatty worker never blocks on a full pipe; its last MAX_STDERR bytes are kept for the reason."""
-    assert proc.stdout is not None
-    buf, errs = bytearray(), bytearray()
-    try:
+class _Output:
+    """A worker's stdout and stderr, each read by a thread of its own while the worker lives: portable
+    (Windows cannot select() on pipes) and never blocked by a chatty stderr. stdout's chunks wait in a
+    bounded queue (a worker that writes without being asked blocks, it does not fill this process); of
+    stderr only the last MAX_STDERR bytes are kept, for the reason a worker gives when it fails."""
+
+    CHUNK = 65536
+
+    def __init__(self, proc: subprocess.Popen[bytes] | None = None) -> None:
+        self._chunks: queue.Queue[bytes] = queue.Queue(maxsize=MAX_OUTPUT // self.CHUNK + 2)
+        self._errs = bytearray()
+        self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        if proc is not None:
+            assert proc.stdout is not None and proc.stderr is not None
+            self._pipes = (proc.stdout, proc.stderr)
+            for target, pipe in ((self._read_out, proc.stdout), (self._read_err, proc.stderr)):
+                thread = threading.Thread(
+                    target=target, args=(pipe.fileno(),), daemon=True, name="path-output"
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _read_out(self, fd: int) -> None:
+        while not self._closed.is_set():
+            try:
+                chunk = os.read(fd, self.CHUNK)
+            except OSError:
+                chunk = b""
+            while not self._closed.is_set():
+                try:
+                    self._chunks.put(chunk, timeout=0.5)
+                    break
+                except queue.Full:  # nobody asked: the worker waits on its pipe until somebody does
+                    continue
+            if not chunk:
+                return
+
+    def _read_err(self, fd: int) -> None:
+        while True:
+            try:
+                chunk = os.read(fd, self.CHUNK)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._errs += chunk
+            del self._errs[:-MAX_STDERR]
+
+    def line(self, proc: subprocess.Popen[bytes], deadline: float) -> bytes | _NoAnswer:
+        """The next line of at most MAX_OUTPUT bytes, before the deadline."""
+        buf = bytearray()
         while b"\n" not in buf:
             if len(buf) > MAX_OUTPUT:
                 return _NoAnswer("the path worker sent an oversized answer")
-            fd, chunk = _next_chunk(proc, errs, deadline)
-            if fd is None:
+            left = deadline - time.monotonic()
+            try:
+                chunk = self._chunks.get(timeout=max(left, 0.0)) if left > 0 else None
+            except queue.Empty:
+                chunk = None
+            if chunk is None:
                 return _NoAnswer("the path worker did not answer in time")
             if not chunk:  # stdout ended: the worker is gone or going
-                return _NoAnswer(_failure(proc, errs, time.monotonic() + 2))
+                return _NoAnswer(self.failure(proc, time.monotonic() + 2))
             buf += chunk
-    except OSError as exc:  # e.g. select() on pipes where only sockets are selectable (Windows)
-        return _NoAnswer(f"cannot read the path worker's answer here: {exc.strerror or exc}")
-    line, _, rest = bytes(buf).partition(b"\n")
-    if len(line) > MAX_OUTPUT:
-        return _NoAnswer("the path worker sent an oversized answer")
-    return _NoAnswer("the path worker sent more than one answer") if rest else line
+        line, _, rest = bytes(buf).partition(b"\n")
+        if len(line) > MAX_OUTPUT:
+            return _NoAnswer("the path worker sent an oversized answer")
+        return _NoAnswer("the path worker sent more than one answer") if rest else line
 
+    def failure(self, proc: subprocess.Popen[bytes], deadline: float) -> str:
+        """Why the worker ended: its exit status and the last line it wrote to stderr (read to its end,
+        or to the deadline)."""
+        try:
+            code = proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            status = "still running"
+        else:
+            status = f"killed by signal {-code}" if code < 0 else f"exit {code}"
+            for thread in self._threads:  # at their pipes' end once the worker is gone
+                thread.join(max(0.0, deadline - time.monotonic()))
+        last = bytes(self._errs).decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        return f"path worker failed ({status}): {last[0][:200]}"
 
-def _next_chunk(proc: subprocess.Popen[bytes], errs: bytearray, deadline: float) -> tuple[int | None, bytes]:
-    """The next bytes from stdout, taking stderr's as they come (kept in errs, the last MAX_STDERR); (None,
-    b"") at the deadline. Once stderr has ended it is no longer watched, so it cannot spin the loop."""
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.fileno(), proc.stderr.fileno()
-    with selectors.DefaultSelector() as sel:
-        sel.register(out, selectors.EVENT_READ)
-        if not proc.stderr.closed:
-            sel.register(err, selectors.EVENT_READ)
-        while (left := deadline - time.monotonic()) > 0:
-            for key, _ in sel.select(left):
-                chunk = os.read(key.fd, 65536)
-                if key.fd == out:
-                    return out, chunk
-                errs += chunk
-                del errs[:-MAX_STDERR]
-                if not chunk:
-                    sel.unregister(err)
-                    proc.stderr.close()
-    return None, b""
-
-
-def _failure(proc: subprocess.Popen[bytes], errs: bytearray, deadline: float) -> str:
-    """Why the worker ended: its exit status and the last line it wrote to stderr (read to its end, or to
-    the deadline)."""
-    assert proc.stderr is not None
-    with contextlib.suppress(OSError):
-        while not proc.stderr.closed and time.monotonic() < deadline:
-            with selectors.DefaultSelector() as sel:
-                sel.register(proc.stderr.fileno(), selectors.EVENT_READ)
-                if not sel.select(deadline - time.monotonic()):
-                    break
-            chunk = os.read(proc.stderr.fileno(), 65536)
-            if not chunk:
-                break
-            errs += chunk
-            del errs[:-MAX_STDERR]
-    try:
-        code = proc.wait(max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        status = "still running"
-    else:
-        status = f"killed by signal {-code}" if code < 0 else f"exit {code}"
-    last = errs.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-    return f"path worker failed ({status}): {last[0][:200]}"
+    def close(self) -> None:
+        """Once the worker is gone: the readers end at their pipes' end (a descendant still holding one
+        open keeps its daemon thread, never this caller, waiting)."""
+        self._closed.set()
+        for thread in self._threads:
+            thread.join(1.0)
+        if all(not t.is_alive() for t in self._threads):
+            for pipe in getattr(self, "_pipes", ()):
+                pipe.close()

@@ -18,6 +18,11 @@ def sha512(data: bytes) -> bytes:
     return _digest(hashes.SHA512(), data)
 
 
+def sha256_hasher() -> hashes.Hash:
+    """For a digest of several pieces (a trust profile and the certificate files it names)."""
+    return hashes.Hash(hashes.SHA256())
+
+
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:
     h = hashes.Hash(algorithm)
     h.update(data)

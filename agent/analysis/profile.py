@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.verification import Store
 from relaywatch.analysis.certs import fingerprint, spki_sha256, subject_string
 from relaywatch.analysis.ct import CTError, LogList, load_log_list
+from relaywatch.analysis.digest import sha256_hasher
 from relaywatch.analysis.membership import Pool
 from relaywatch.analysis.profile_ref import ProfileError, ProfileRef
 from relaywatch.analysis.publicroots import PublicRoots, public_roots
@@ -117,7 +118,7 @@ def _parse(path: Path) -> TrustProfile:
         raise ProfileError(f"{where}: expected a mapping with name, version, anchors")
     name = _string(doc, "name", where, required=True)
     version = str(doc.get("version", ""))
-    digest = hashes.Hash(hashes.SHA256())  # cryptography's OpenSSL: analysis/digest.py says why
+    digest = sha256_hasher()
     digest.update(raw)
     anchors = _certs(doc, "anchors", path, required=True, digest=digest)
     intermediates = _certs(doc, "intermediates", path, required=False, digest=digest)

@@ -42,7 +42,7 @@ def _prefix() -> list[str]:
 
 
 def _deadline(timeout: float) -> float:
-    """The longest a trace may take: one sr() round, the TTL capture, the process start (scapy)."""
+    """The longest a trace may take: two sr() rounds, the TTL capture, the process start (scapy)."""
     return timeout * 3 + 15
 
 
@@ -70,28 +70,29 @@ class Tracer:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
-        self._output = _Output()
+        self._output: _Output | None = None  # the running worker's readers
         self.started = 0  # worker processes started (the benchmark and the tests read it)
 
     def trace(
         self, address: str, port: int, max_hops: int = 16, timeout: float = 2.0, implicit_tls: bool = False
     ) -> PathResult:
         request = TraceRequest(address, port, max_hops, timeout, implicit_tls)
-        proc = self._ensure()
-        if isinstance(proc, str):
-            return unavailable(f"cannot start the path worker: {proc}")
+        started = self._ensure()
+        if isinstance(started, str):
+            return unavailable(f"cannot start the path worker: {started}")
+        proc, output = started
         assert proc.stdin is not None
-        answer: bytes | _NoAnswer
+        answer: bytes | str  # the answer line, or why there is none
         try:
             proc.stdin.write(encode(request) + b"\n")
             proc.stdin.flush()
         except OSError:  # it died before reading the request: its last words say why
-            answer = _NoAnswer(self._output.failure(proc, time.monotonic() + 2))
+            answer = output.failure(time.monotonic() + 2)
         else:
-            answer = self._output.line(proc, time.monotonic() + _deadline(timeout))
-        if isinstance(answer, _NoAnswer):
+            answer = output.line(time.monotonic() + _deadline(timeout))
+        if isinstance(answer, str):
             self.close()
-            return unavailable(answer.reason)
+            return unavailable(answer)
         try:
             doc = decode(answer, WorkerAnswer)
         except CodecError:
@@ -102,10 +103,10 @@ class Tracer:
             return unavailable("the path worker answered for another address")
         return _judged(doc)
 
-    def _ensure(self) -> subprocess.Popen[bytes] | str:
-        """The running worker, or a new one; why not, when it cannot start."""
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc
+    def _ensure(self) -> tuple[subprocess.Popen[bytes], _Output] | str:
+        """The running worker and its readers, or a new one; why not, when it cannot start."""
+        if self._proc is not None and self._output is not None and self._proc.poll() is None:
+            return self._proc, self._output
         self.close()
         try:
             proc = subprocess.Popen(
@@ -118,14 +119,13 @@ class Tracer:
             return exc.strerror or type(exc).__name__
         with _lock:
             _running.add(proc)
-        self._output = _Output(proc)
-        self._proc, self.started = proc, self.started + 1
-        return proc
+        self._proc, self._output, self.started = proc, _Output(proc), self.started + 1
+        return proc, self._output
 
     def close(self) -> None:
         """End the worker: stdin closed (it exits), killed if it lingers."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+        proc, output, self._proc, self._output = self._proc, self._output, None, None
+        if proc is None or output is None:
             return
         with _lock:
             _running.discard(proc)
@@ -136,14 +136,7 @@ class Tracer:
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
             proc.wait()
-        self._output.close()
-
-
-class _NoAnswer:
-    """Why no answer line came: late, oversized, or the worker ended (with its last stderr line)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+        output.close()
 
 
 class _Output:
@@ -154,20 +147,18 @@ class _Output:
 
     CHUNK = 65536
 
-    def __init__(self, proc: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        self._proc, self._pipes = proc, (proc.stdout, proc.stderr)
         self._chunks: queue.Queue[bytes] = queue.Queue(maxsize=MAX_OUTPUT // self.CHUNK + 2)
         self._errs = bytearray()
         self._closed = threading.Event()
-        self._threads: list[threading.Thread] = []
-        if proc is not None:
-            assert proc.stdout is not None and proc.stderr is not None
-            self._pipes = (proc.stdout, proc.stderr)
-            for target, pipe in ((self._read_out, proc.stdout), (self._read_err, proc.stderr)):
-                thread = threading.Thread(
-                    target=target, args=(pipe.fileno(),), daemon=True, name="path-output"
-                )
-                thread.start()
-                self._threads.append(thread)
+        self._threads = [
+            threading.Thread(target=target, args=(pipe.fileno(),), daemon=True, name="path-output")
+            for target, pipe in ((self._read_out, proc.stdout), (self._read_err, proc.stderr))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _read_out(self, fd: int) -> None:
         while not self._closed.is_set():
@@ -195,32 +186,32 @@ class _Output:
             self._errs += chunk
             del self._errs[:-MAX_STDERR]
 
-    def line(self, proc: subprocess.Popen[bytes], deadline: float) -> bytes | _NoAnswer:
-        """The next line of at most MAX_OUTPUT bytes, before the deadline."""
+    def line(self, deadline: float) -> bytes | str:
+        """The next line of at most MAX_OUTPUT bytes before the deadline, or why there is none."""
         buf = bytearray()
         while b"\n" not in buf:
             if len(buf) > MAX_OUTPUT:
-                return _NoAnswer("the path worker sent an oversized answer")
+                return "the path worker sent an oversized answer"
             left = deadline - time.monotonic()
             try:
                 chunk = self._chunks.get(timeout=max(left, 0.0)) if left > 0 else None
             except queue.Empty:
                 chunk = None
             if chunk is None:
-                return _NoAnswer("the path worker did not answer in time")
+                return "the path worker did not answer in time"
             if not chunk:  # stdout ended: the worker is gone or going
-                return _NoAnswer(self.failure(proc, time.monotonic() + 2))
+                return self.failure(time.monotonic() + 2)
             buf += chunk
         line, _, rest = bytes(buf).partition(b"\n")
         if len(line) > MAX_OUTPUT:
-            return _NoAnswer("the path worker sent an oversized answer")
-        return _NoAnswer("the path worker sent more than one answer") if rest else line
+            return "the path worker sent an oversized answer"
+        return "the path worker sent more than one answer" if rest else line
 
-    def failure(self, proc: subprocess.Popen[bytes], deadline: float) -> str:
+    def failure(self, deadline: float) -> str:
         """Why the worker ended: its exit status and the last line it wrote to stderr (read to its end,
         or to the deadline)."""
         try:
-            code = proc.wait(max(0.0, deadline - time.monotonic()))
+            code = self._proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             status = "still running"
         else:
@@ -237,5 +228,5 @@ class _Output:
         for thread in self._threads:
             thread.join(1.0)
         if all(not t.is_alive() for t in self._threads):
-            for pipe in getattr(self, "_pipes", ()):
+            for pipe in self._pipes:
                 pipe.close()

@@ -102,7 +102,6 @@ class _Conn:
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: memoryview = field(default_factory=lambda: memoryview(b""))
     handshaking: bool = False
-    tls: bool = False
     keep_alive: bool = True
     events: int = 0
 
@@ -231,7 +230,7 @@ class Server:
             except (OSError, ValueError):
                 sock.close()
                 return
-            c.handshaking = c.tls = True
+            c.handshaking = True
         self._conns[c.sock] = c
         self._want(c, selectors.EVENT_READ)
 
@@ -308,7 +307,7 @@ class Server:
             c.inbuf += data
             if len(c.inbuf) > self.limits.max_header_bytes + self.limits.max_body_bytes:
                 break
-            if not (c.tls and cast("ssl.SSLSocket", c.sock).pending()):
+            if not (self.tls is not None and cast("ssl.SSLSocket", c.sock).pending()):
                 break
         self._parse(c)
 

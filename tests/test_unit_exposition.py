@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import core
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -315,10 +316,10 @@ def _early_trace() -> PathTrace:
 
 
 class _Families(Collector):
-    """The agent's own families (relaywatch.export.families) handed to client_python, which reads them
-    by their attributes as it reads its own."""
+    """Families handed to client_python's registry: its own, or the agent's (relaywatch.export.families),
+    which it reads by their attributes as it reads its own."""
 
-    def __init__(self, metrics: list[OurMetric]) -> None:
+    def __init__(self, metrics: list[OurMetric] | list[Metric]) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
@@ -390,30 +391,45 @@ _LABEL_VALUE = st.text(st.sampled_from('ab\\"\n é{}=,'), max_size=8)
 
 
 @st.composite
-def _family(draw: st.DrawFn) -> OurMetric:
-    """Any family the agent can build: gauge, counter or histogram; any label names in any order, label
-    values with every character the format escapes, and as many values as names or fewer or more."""
+def _families(draw: st.DrawFn) -> tuple[OurMetric, Metric]:
+    """Any family the agent can build, built twice from the same draws: with export/families.py and with
+    client_python's own classes (the API is the same). Gauge, counter or histogram; any label names in any
+    order, label values with every character the format escapes, and as many values as names or fewer or
+    more."""
     names = draw(st.lists(_LABEL_NAME, max_size=3, unique=True))
     kind = draw(st.sampled_from(["gauge", "counter", "histogram"]))
     values = st.lists(_LABEL_VALUE, min_size=max(0, len(names) - 1), max_size=len(names) + 1)
     finite = st.floats(allow_nan=False, allow_infinity=False, width=32)
     if kind == "histogram":
         hist = HistogramMetricFamily("relaywatch_fuzz_seconds", 'doc "\\ x', labels=names)
+        their_hist = core.HistogramMetricFamily("relaywatch_fuzz_seconds", 'doc "\\ x', labels=names)
         for labels in draw(st.lists(values, max_size=3)):
             counts = sorted(draw(st.lists(st.integers(0, 9), min_size=2, max_size=2)))
-            hist.add_metric(labels, [("0.5", float(counts[0])), ("+Inf", float(counts[1]))], draw(finite))
-        return hist
-    cls = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
-    family = cls("relaywatch_fuzz", "doc\nline", labels=names)
+            buckets, total = [("0.5", float(counts[0])), ("+Inf", float(counts[1]))], draw(finite)
+            hist.add_metric(labels, buckets, total)
+            their_hist.add_metric(labels, buckets, total)
+        return hist, their_hist
+    ours: GaugeMetricFamily | CounterMetricFamily
+    theirs: core.GaugeMetricFamily | core.CounterMetricFamily
+    if kind == "gauge":
+        ours = GaugeMetricFamily("relaywatch_fuzz", "doc\nline", labels=names)
+        theirs = core.GaugeMetricFamily("relaywatch_fuzz", "doc\nline", labels=names)
+    else:
+        ours = CounterMetricFamily("relaywatch_fuzz", "doc\nline", labels=names)
+        theirs = core.CounterMetricFamily("relaywatch_fuzz", "doc\nline", labels=names)
     for labels in draw(st.lists(values, max_size=4)):
-        family.add_metric(labels, draw(finite | st.sampled_from([0.0, -0.0, 1.0])))
-    return family
+        v = draw(finite | st.sampled_from([0.0, -0.0, 1.0]))
+        ours.add_metric(labels, v)
+        theirs.add_metric(labels, v)
+    return ours, theirs
 
 
-@given(_family())
-def test_any_family_is_written_as_client_python_writes_it(family: OurMetric) -> None:
-    """The rows the agent renders from (export/families.py) and client_python's view of the same family
-    (its `samples`) give the same text, byte for byte: label order, escaping, histogram `le`, values."""
+@given(_families())
+def test_any_family_is_written_as_client_python_writes_it(pair: tuple[OurMetric, Metric]) -> None:
+    """The agent's rows and renderer (export/families.py, exposition.py) against client_python's own
+    family classes and exposition, fed the same calls: the same text, byte for byte (label order,
+    escaping, histogram `le`, `_count` and `_sum`, counters' `_total`, values)."""
+    ours, theirs = pair
     registry = CollectorRegistry()
-    registry.register(_Families([family]))
-    assert expose([family], [], [], []) == generate_latest(registry)
+    registry.register(_Families([theirs]))
+    assert expose([ours], [], [], []) == generate_latest(registry)

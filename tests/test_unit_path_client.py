@@ -5,10 +5,12 @@ helper would be."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from relaywatch.codec import encode
@@ -58,9 +60,10 @@ def test_a_worker_that_stops_answering_but_lingers_is_ended(monkeypatch: pytest.
 
 
 def test_an_answer_for_another_address_is_not_taken(monkeypatch: pytest.MonkeyPatch) -> None:
-    other = encode(WorkerAnswer(PathTrace("192.0.2.9", 25, (), (), None, None, SentSyn(1460, 64240, 7))))
-    _worker(monkeypatch, f"import sys\nfor _ in sys.stdin: print({other.decode()!r}, flush=True)")
-    assert _reason(trace_path("127.0.0.1", 25)) == "the path worker answered for another address"
+    for address, port in (("192.0.2.9", 25), ("127.0.0.1", 587)):  # another host, or another port
+        other = encode(WorkerAnswer(PathTrace(address, port, (), (), None, None, SentSyn(1460, 64240, 7))))
+        _worker(monkeypatch, f"import sys\nfor _ in sys.stdin: print({other.decode()!r}, flush=True)")
+        assert _reason(trace_path("127.0.0.1", 25)) == "the path worker answered for another address"
 
 
 def test_a_chatty_worker_does_not_block_on_its_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,32 +78,34 @@ def test_a_chatty_worker_does_not_block_on_its_stderr(monkeypatch: pytest.Monkey
     assert time.monotonic() - started < 10
 
 
+_PID = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); sys.stdin.readline(); "
+
+
 @pytest.mark.parametrize(
     ("code", "reason"),
     [
-        (
-            "import sys; sys.stdin.readline(); print('{\"trace\": 7}', flush=True); sys.stdin.read()",
-            "malformed",
-        ),
-        ("import sys; sys.stdin.readline(); print('x' * (2 << 20), flush=True)", "oversized"),
-        (
-            f"import sys; sys.stdin.readline(); print({ANSWER!r} + '\\n' + {ANSWER!r}, flush=True)",
-            "more than one",
-        ),
-        ("import sys, time; sys.stdin.readline(); time.sleep(30)", "did not answer in time"),
+        (_PID + "print('{\"trace\": 7}', flush=True); sys.stdin.read()", "malformed"),
+        (_PID + "print('x' * (2 << 20), flush=True)", "oversized"),
+        (_PID + f"print('x' * {client.MAX_OUTPUT + 1}, flush=True); sys.stdin.read()", "oversized"),
+        (_PID + f"print({ANSWER!r} + '\\n' + {ANSWER!r}, flush=True)", "more than one"),
+        (_PID + "time.sleep(30)", "did not answer in time"),
     ],
-    ids=["malformed", "oversized", "two-answers", "late"],
+    ids=["malformed", "oversized", "one-byte-over", "two-answers", "late"],
 )
 def test_a_bad_answer_ends_the_worker_with_the_reason(
-    monkeypatch: pytest.MonkeyPatch, code: str, reason: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, code: str, reason: str
 ) -> None:
-    _worker(monkeypatch, code)
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv("RELAYWATCH_PATH_WORKER", shlex.join([sys.executable, "-c", code, str(pid_file)]))
     monkeypatch.setattr(client, "_deadline", lambda timeout: 1.0)
     tracer = Tracer()
+    started = time.monotonic()
     result = tracer.trace("127.0.0.1", 25)
     assert reason in _reason(result)
-    assert tracer._proc is None  # killed: the next trace starts another
-    assert not client._running
+    assert time.monotonic() - started < 8  # the deadline, then at most close()'s wait and kill
+    assert tracer._proc is None and not client._running  # the next trace starts another
+    with pytest.raises(ProcessLookupError):  # and this one is gone, not only forgotten
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_a_worker_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,13 +126,24 @@ def test_one_worker_serves_consecutive_traces(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_a_flood_on_stdout_is_refused_and_nothing_outlives_the_worker(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # 64 MiB unasked: the reader's queue holds at most about MAX_OUTPUT, the worker waits on its pipe
-    _worker(monkeypatch, "import sys\nfor _ in range(1024): sys.stdout.write('x' * 65536)")
+    # 64 MiB unasked: the reader's queue holds about MAX_OUTPUT, then the worker waits on its pipe (it
+    # counts what it got written, in a file)
+    count = tmp_path / "written"
+    _worker(
+        monkeypatch,
+        "import os, sys\n"
+        "for i in range(1, 1025):\n"
+        "    os.write(1, b'x' * 65536)\n"
+        f"    open({str(count)!r}, 'w').write(str(i))",
+    )
     before = {t.ident for t in threading.enumerate()}
     started = time.monotonic()
     assert _reason(trace_path("127.0.0.1", 25)) == "the path worker sent an oversized answer"
     assert time.monotonic() - started < 10
     assert not [t for t in threading.enumerate() if t.ident not in before and t.name == "path-output"]
     assert not client._running
+    # bounded, not 64 MiB: what the answer read took (MAX_OUTPUT and a chunk), the queue (as much and two
+    # chunks), a chunk in the reader's hands, a pipe's worth
+    assert int(count.read_text()) * 65536 <= 2 * client.MAX_OUTPUT + 8 * 65536

@@ -225,21 +225,27 @@ class _PeakMemory:
     the libraries the agent maps already (libpython, libc, OpenSSL); PSS charges those shared pages by
     share, USS not at all, so PSS is what the trace adds to the machine beside the agent."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, children: bool = False) -> None:
+        """children: the peak of any child of `pid` instead (the path worker that `check --path` starts)."""
         self.pss_mb = self.uss_mb = 0.0
         self._stop = threading.Event()
-        self._proc = psutil.Process(pid)
+        self._proc, self._children = psutil.Process(pid), children
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                info = self._proc.memory_full_info()
+                procs = self._proc.children() if self._children else [self._proc]
             except psutil.Error:
                 return
-            self.pss_mb = max(self.pss_mb, info.pss / MB)
-            self.uss_mb = max(self.uss_mb, info.uss / MB)
+            for proc in procs:
+                try:
+                    info = proc.memory_full_info()
+                except psutil.Error:
+                    continue
+                self.pss_mb = max(self.pss_mb, info.pss / MB)
+                self.uss_mb = max(self.uss_mb, info.uss / MB)
             self._stop.wait(0.02)
 
     def stop(self) -> dict[str, float]:
@@ -248,44 +254,56 @@ class _PeakMemory:
         return {"peak_pss_mb": self.pss_mb, "peak_uss_mb": self.uss_mb}
 
 
-def path_trace_cost(relays: Relays, batch: int = 10) -> dict[str, Any]:
-    """A trace as `relaywatch check --path` runs it (a worker process of its own: CPU and peak RSS from the
-    kernel's rusage, os.wait4), and a batch of traces through one tracer process as the agent runs them
-    (path.client.Tracer: CPU from this process's reaped children, peak RSS from the tracer's VmHWM). Both
-    also sample the tracer's PSS and USS (_PeakMemory)."""
+def path_trace_cost(relays: Relays, profile: Path, batch: int = 10, pairs: int = 5) -> dict[str, Any]:
+    """A trace as an operator runs one: `relaywatch check --path` against the same `check` without
+    `--path`, in alternating runs (CPU of each process with the path worker it reaped, os.wait4; the path
+    worker's peak PSS and USS sampled, _PeakMemory); and a batch of traces through one tracer process as
+    the agent runs them (path.client.Tracer: CPU from this process's reaped children, peak RSS from the
+    tracer's VmHWM, PSS and USS sampled)."""
     if os.geteuid() != 0:
         return {"skipped": "not root: raw sockets unavailable"}
     with path_workers_under_agent_python():  # as the agent (and `check --path`) start them
-        one = _one_trace(relays)
+        one = _one_trace(relays, profile, pairs)
         batched = _batch_of_traces(relays, batch)
     return {"one": one, "batch": batched}
 
 
-def _one_trace(relays: Relays) -> dict[str, Any]:
-    """What `check --path` runs for one address: a serving worker, one request, stdin closed. CPU and
-    peak RSS from the kernel's rusage of the process (os.wait4)."""
-    from relaywatch.codec import encode
-    from relaywatch.path.model import TraceRequest
-
-    argv = [agent_python(), "-m", "relaywatch.path.worker", "--serve"]
+def _check(relays: Relays, profile: Path, path: bool) -> dict[str, Any]:
+    """One `relaywatch check` of one lab relay, as an operator runs it (with the path trace or without)."""
+    argv = [agent_python(), "-m", "relaywatch", "check", "--profile", str(profile), *relays.targets(1)]
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    sampler = _PeakMemory(proc.pid)
-    request = encode(TraceRequest(relays.hosts[0], relays.port, 16, 2.0, False)) + b"\n"
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(request)
-    proc.stdin.close()  # one trace, then the worker ends
-    out = proc.stdout.read()  # not communicate(): it would reap the process before wait4 reads its rusage
+    proc = subprocess.Popen([*argv, *(["--path"] if path else [])], stdout=subprocess.PIPE)
+    sampler = _PeakMemory(proc.pid, children=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode("utf-8", "replace")  # not communicate(): it would reap before wait4
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    answer = json.loads(out or b"{}")
+    if proc.returncode != 0:
+        raise BenchError(f"relaywatch check exited {proc.returncode}: {out[-300:]}")
     return {
         "wall_s": time.monotonic() - t0,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        **sampler.stop(),
-        "tcp_hops": len((answer.get("trace") or {}).get("tcp_hops", [])),
-        "unavailable": answer.get("unavailable"),
+        "cpu_s": usage.ru_utime + usage.ru_stime,  # with the reaped path worker's
+        "path_worker": sampler.stop(),
+        "path": next((line.strip() for line in out.splitlines() if line.strip().startswith("Path:")), None),
+    }
+
+
+def _one_trace(relays: Relays, profile: Path, pairs: int) -> dict[str, Any]:
+    """What one trace adds to `check`: medians over alternating runs with and without --path."""
+    runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for i in range(2 * pairs):
+        path = i % 2 == 0
+        runs[path].append(_check(relays, profile, path))
+    cpu = {path: statistics.median(r["cpu_s"] for r in rows) for path, rows in runs.items()}
+    wall = {path: statistics.median(r["wall_s"] for r in rows) for path, rows in runs.items()}
+    return {
+        "cpu_s": cpu[True] - cpu[False],
+        "wall_s": wall[True] - wall[False],
+        "check_cpu_s": {"with_path": cpu[True], "without": cpu[False]},
+        "peak_pss_mb": max(r["path_worker"]["peak_pss_mb"] for r in runs[True]),
+        "peak_uss_mb": max(r["path_worker"]["peak_uss_mb"] for r in runs[True]),
+        "pairs": pairs,
+        "paths": sorted({str(r["path"]) for r in runs[True]}),
     }
 
 
@@ -394,9 +412,10 @@ def report(res: dict[str, Any]) -> None:
     if "one" in pt:
         one, batch = pt["one"], pt["batch"]
         print(
-            f"(e) one path trace, a process of its own: CPU {one['cpu_s']:.2f} s, peak PSS "
-            f"{one.get('peak_pss_mb', 0):.1f} MB (USS {one.get('peak_uss_mb', 0):.1f}, RSS "
-            f"{one['peak_rss_mb']:.1f}) beside the agent, wall {one['wall_s']:.2f} s;\n"
+            f"(e) one path trace, `check --path` against `check` ({one['pairs']} pairs): CPU "
+            f"{one['cpu_s']:.2f} s ({one['check_cpu_s']['with_path']:.2f} against "
+            f"{one['check_cpu_s']['without']:.2f}), wall {one['wall_s']:.2f} s, the path worker's peak PSS "
+            f"{one['peak_pss_mb']:.1f} MB (USS {one['peak_uss_mb']:.1f});\n"
             f"    {batch['traces']} traces in one tracer process: CPU "
             f"{batch['cpu_s_per_trace']:.3f} s a trace, peak PSS {batch.get('peak_pss_mb', 0):.1f} MB (USS "
             f"{batch.get('peak_uss_mb', 0):.1f}, RSS {batch['peak_rss_mb']:.1f}), "
@@ -478,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stack.pop_all().close()  # the agent and blackbox stop here; the relays too
             with relay_process(directory, max(TARGETS, 100 if minutes else 0), PORTS) as relays:
                 res["pss_default"] = default_config_memory(directory, profile, relays, 20.0)
-                res["path_trace"] = path_trace_cost(relays)
+                res["path_trace"] = path_trace_cost(relays, profile)
                 if minutes:
                     res["long"] = long_run(directory, profile, relays, minutes)
     except (BenchError, OSError, subprocess.SubprocessError) as exc:

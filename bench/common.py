@@ -27,7 +27,8 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterable, Iterator, Sequence
+import unittest.mock
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,15 +246,14 @@ def agent_env() -> dict[str, str]:
     return {"PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT / ".mypy")}
 
 
-def compiled(env: dict[str, str]) -> dict[str, str]:
-    """env, once the code on its PYTHONPATH has its bytecode, as an installed agent has (pip and
-    packaging/deb compile it): without it every agent process, exec'd worker and path worker would compile
-    its modules at start (about 70 ms of CPU and a larger heap), and PYTHONDONTWRITEBYTECODE, set on some
-    machines, keeps Python from caching what it compiled."""
+def compile_code(env: Mapping[str, str]) -> None:
+    """Give the code on env's PYTHONPATH its bytecode, as an installed agent has it (pip and packaging/deb
+    compile it): without it every agent process, exec'd worker and path worker would compile its modules
+    at start (about 70 ms of CPU and a larger heap), and PYTHONDONTWRITEBYTECODE, set on some machines,
+    keeps Python from caching what it compiled."""
     for entry in env.get("PYTHONPATH", "").split(os.pathsep):
         if entry and (Path(entry) / "relaywatch").is_dir():
             _compile_tree(str(Path(entry).resolve() / "relaywatch"))
-    return env
 
 
 @functools.cache
@@ -272,18 +272,11 @@ def path_workers_under_agent_python() -> Iterator[None]:
     environment is as it was afterwards."""
     scope = {
         "RELAYWATCH_PATH_WORKER": shlex.join([agent_python(), "-m", "relaywatch.path.worker"]),
-        **compiled(agent_env()),
+        **agent_env(),
     }
-    old = {name: os.environ.get(name) for name in scope}
-    os.environ.update(scope)
-    try:
+    compile_code(scope)
+    with unittest.mock.patch.dict(os.environ, scope):
         yield
-    finally:
-        for name, value in old.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 # ---------------------------------------------------------------- lab relays (child process)
@@ -570,13 +563,15 @@ def agent_process(
     level = os.environ.get("BENCH_AGENT_LOG", "warn")
     run += ["--state.dir", str(log.parent / "state"), "--log.level", level]
     argv = [*(argv_prefix or [agent_python(), "-m", "relaywatch"]), *run]
+    agent_environ = {**os.environ, **agent_env(), **(env or {})}
+    compile_code(agent_environ)
     with log.open("wb") as err:
         spawned = time.time()
         t0 = time.monotonic()
         proc = subprocess.Popen(
             argv,
             cwd=ROOT,
-            env=compiled({**os.environ, **agent_env(), **(env or {})}),
+            env=agent_environ,
             stdout=subprocess.DEVNULL,
             stderr=err,
             stdin=subprocess.DEVNULL,

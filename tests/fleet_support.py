@@ -225,7 +225,7 @@ def webhook_receiver() -> Iterator[Webhook]:
 
 class ShortLivedResigner(Resigner):
     """A mail shield whose forged leaves live `days` days (some products issue short-lived ones), so an
-    interception also brings a 'certificate expiring' alert that Alertmanager must inhibit."""
+    interception also shows a leaf under the expiry alert's 14 days, which must reach nobody."""
 
     def __init__(self, upstream: tuple[str, int], ca: Issued, days: int = 10) -> None:
         super().__init__(upstream, ca)

@@ -8,9 +8,11 @@ agent's own interpreter (common.agent_python), 20 lab targets at a 1 h interval 
 
     python3 bench/probe_compare.py --tree /tmp/before --tree . [--requests 500]
 
-CPU per `/probe` is each tool's whole process tree over the run divided by its requests; wall is the
-median and the 90th percentile per request. Writes bench/results/probe_compare.json; exit 0 when it ran,
-1 when something failed to run or an answer was not a successful probe.
+CPU per `/probe` is each tool's whole process tree over its own turns (a request and the pause after
+it), divided by its requests: the other tools' turns are left out, so a tool's idle CPU does not grow with
+the number of tools. Wall is the median and the 90th percentile of its successful requests; failed ones
+are counted apart. Writes bench/results/probe_compare.json; exit 0 when it ran, 1 when something failed to
+run or an answer was not a successful probe.
 """
 
 from __future__ import annotations
@@ -60,8 +62,27 @@ class Tool:
     path: Callable[[str], str]
     ok: Callable[[bytes], bool]
     cpu: Callable[[], float]
-    walls: list[float] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)  # ms, successful requests only
     failed: int = 0
+    cpu_s: float = 0.0  # over its own turns
+
+
+def _turn(tool: Tool, hostport: str) -> None:
+    """One request and the pause after it, the tool's CPU read around both (what it does after it has
+    answered, such as a worker's tail, is still its own)."""
+    c0, w0 = tool.cpu(), time.perf_counter()
+    try:
+        status, body = http_get(HOST, tool.port, tool.path(hostport))
+        good = status == 200 and tool.ok(body)
+    except OSError:
+        good = False
+    wall = (time.perf_counter() - w0) * 1000
+    time.sleep(PAUSE_S)
+    tool.cpu_s += tool.cpu() - c0
+    if good:
+        tool.walls.append(wall)
+    else:
+        tool.failed += 1
 
 
 def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
@@ -95,30 +116,21 @@ def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
         for tool in tools:  # warm-up: every relay once (first connections, caches, thread pools)
             for hp in hostports:
                 http_get(HOST, tool.port, tool.path(hp))
-        load, cpu0 = loadavg(), [t.cpu() for t in tools]
+        load = loadavg()
         for i in range(requests):
             hp = hostports[i % len(hostports)]
             for k in range(len(tools)):
-                tool = tools[(i + k) % len(tools)]
-                w0 = time.perf_counter()
-                try:
-                    status, body = http_get(HOST, tool.port, tool.path(hp))
-                    good = status == 200 and tool.ok(body)
-                except OSError:
-                    good = False
-                tool.walls.append((time.perf_counter() - w0) * 1000)
-                tool.failed += not good
-                time.sleep(PAUSE_S)
+                _turn(tools[(i + k) % len(tools)], hp)
         rows = []
-        for tool, c0 in zip(tools, cpu0, strict=True):
+        for tool in tools:
             rows.append(
                 {
                     "tool": tool.name,
                     "requests": requests,
                     "failed": tool.failed,
-                    "cpu_ms_per_probe": (tool.cpu() - c0) * 1000 / requests,
-                    "wall_ms_median": statistics.median(tool.walls),
-                    "wall_ms_p90": quantile(tool.walls, 0.9),
+                    "cpu_ms_per_probe": tool.cpu_s * 1000 / requests,
+                    "wall_ms_median": statistics.median(tool.walls) if tool.walls else float("nan"),
+                    "wall_ms_p90": quantile(tool.walls, 0.9) if tool.walls else float("nan"),
                 }
             )
         return {"load_start": load, "load_end": loadavg(), "rows": rows}

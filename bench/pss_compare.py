@@ -51,9 +51,11 @@ def _config(directory: Path, profile: Path, targets: Sequence[str], mode: str) -
 
 
 def _pss(tree: Path, config: Path, directory: Path, settle_s: float) -> dict[str, Any]:
-    """The agent's environment carries PYTHONPATH, so an exec'd worker runs the same tree."""
+    """The agent's environment carries PYTHONPATH, so an exec'd worker runs the same tree. Each run starts
+    from an empty state directory of its own: a baseline left by the run before would load with it."""
     env = {"PYTHONPATH": str(tree / ".mypy")}
-    with agent_process(config, directory / "agent.log", PORTS, env=env) as agent:
+    run = Path(tempfile.mkdtemp(prefix="run-", dir=directory))
+    with agent_process(config, run / "agent.log", PORTS, env=env) as agent:
         time.sleep(settle_s)
         return agent.pss_mb()
 

@@ -108,6 +108,13 @@ def test_a_bad_answer_ends_the_worker_with_the_reason(
         os.kill(int(pid_file.read_text()), 0)
 
 
+def test_an_answer_of_exactly_the_limit_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the bound is on the line, not on how the pipe cut it: MAX_OUTPUT bytes (JSON padded with spaces) pass
+    padded = f"{ANSWER!r} + ' ' * {client.MAX_OUTPUT - len(ANSWER)}"
+    _worker(monkeypatch, f"import sys\nfor _ in sys.stdin: print({padded}, flush=True)")
+    assert _reason(trace_path("127.0.0.1", 25)) == "stand-in measured nothing"
+
+
 def test_a_worker_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELAYWATCH_PATH_WORKER", "/nonexistent/relaywatch-path-helper")
     assert _reason(trace_path("127.0.0.1", 25)).startswith("cannot start the path worker: No such file")

@@ -188,10 +188,8 @@ class _Output:
 
     def line(self, deadline: float) -> bytes | str:
         """The next line of at most MAX_OUTPUT bytes before the deadline, or why there is none."""
-        buf = bytearray()
-        while b"\n" not in buf:
-            if len(buf) > MAX_OUTPUT:
-                return "the path worker sent an oversized answer"
+        buf, end = bytearray(), -1
+        while end < 0:
             left = deadline - time.monotonic()
             try:
                 chunk = self._chunks.get(timeout=max(left, 0.0)) if left > 0 else None
@@ -201,11 +199,13 @@ class _Output:
                 return "the path worker did not answer in time"
             if not chunk:  # stdout ended: the worker is gone or going
                 return self.failure(time.monotonic() + 2)
+            if (at := chunk.find(b"\n")) >= 0:
+                end = len(buf) + at
             buf += chunk
-        line, _, rest = bytes(buf).partition(b"\n")
-        if len(line) > MAX_OUTPUT:
-            return "the path worker sent an oversized answer"
-        return "the path worker sent more than one answer" if rest else line
+            # the line so far (to its newline, or all of it): one check, wherever the chunks were cut
+            if (end if end >= 0 else len(buf)) > MAX_OUTPUT:
+                return "the path worker sent an oversized answer"
+        return "the path worker sent more than one answer" if len(buf) > end + 1 else bytes(buf[:end])
 
     def failure(self, deadline: float) -> str:
         """Why the worker ended: its exit status and the last line it wrote to stderr (read to its end,

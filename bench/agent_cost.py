@@ -31,7 +31,6 @@ import argparse
 import collections
 import concurrent.futures
 import contextlib
-import datetime as dt
 import json
 import os
 import re
@@ -65,10 +64,11 @@ from common import (
     cpu_s,
     http_get,
     loadavg,
-    machine,
     path_workers_under_agent_python,
     relay_process,
+    result_header,
     write_agent_config,
+    write_default_config,
 )
 from relaywatch.lab.pki import make_lab_pki
 
@@ -209,12 +209,8 @@ def steady_pss(agent: Agent, samples: int = 3, every: float = 1.0) -> dict[str, 
 
 
 def default_config_memory(directory: Path, profile: Path, relays: Relays, seconds: float) -> dict[str, Any]:
-    """The shipped defaults (60 s interval, path traces and host inventory on) with two lab targets in
-    place of the two Microsoft 365 ones the agent probes with no config (this benchmark stays on loopback)."""
-    cfg = directory / "default.yml"
-    cfg.write_text(
-        f"profile: {profile}\ntargets:\n" + "".join(f"  - target: {t}\n" for t in relays.targets(2))
-    )
+    """The shipped defaults, two lab targets (common.write_default_config)."""
+    cfg = write_default_config(directory / "default.yml", profile, relays.targets(2))
     with agent_process(cfg, directory / "agent-default.log", PORTS) as agent:
         time.sleep(seconds)
         return steady_pss(agent, samples=5, every=2.0)
@@ -448,8 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.windows <= 20 or not 5 <= args.window_s <= 600 or not 0 <= minutes <= 60:
         p.error("--windows 1..20, --window-s 5..600, --minutes 0..60")
     res: dict[str, Any] = {
-        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        **result_header(),
         "load_start": loadavg(),
         "windows": args.windows,
         "window_s": args.window_s,

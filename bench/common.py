@@ -9,6 +9,7 @@ same way: the relays' CPU is never counted for the tool under test, and a proces
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import functools
 import hashlib
@@ -543,6 +544,29 @@ def write_agent_config(
         lines += [f"  - target: {t}", f"    labels: {{site: s{i % 10}}}"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_default_config(path: Path, profile: Path, targets: Sequence[str]) -> Path:
+    """The shipped defaults (60 s interval, path traces and host inventory on) with lab targets in place of
+    the two Microsoft 365 ones the agent probes with no config (a benchmark stays on loopback)."""
+    path.write_text(f"profile: {profile}\ntargets:\n" + "".join(f"  - target: {t}\n" for t in targets))
+    return path
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that runs a checkout's agent: its `.mypy` (`.mypy/relaywatch -> ../agent`) first on
+    PYTHONPATH; the agent passes it on, so an exec'd worker runs the same tree."""
+    return {"PYTHONPATH": str(tree / ".mypy")}
+
+
+def missing_trees(trees: Sequence[Path]) -> list[str]:
+    """The checkouts given with --tree that cannot run (no `.mypy/relaywatch`)."""
+    return [str(t) for t in trees if not (t / ".mypy" / "relaywatch").exists()]
+
+
+def result_header() -> dict[str, Any]:
+    """What every results file starts with: when, and on what machine."""
+    return {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine()}
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import statistics
 import sys
@@ -43,9 +42,11 @@ from common import (
     cpu_s,
     http_get,
     loadavg,
-    machine,
+    missing_trees,
     quantile,
     relay_process,
+    result_header,
+    tree_env,
     write_agent_config,
 )
 from relaywatch.lab.pki import make_lab_pki
@@ -96,7 +97,7 @@ def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
         tools = []
         for i, tree in enumerate(trees):
             (directory / f"agent{i}").mkdir()
-            env = {"PYTHONPATH": str(tree / ".mypy")}
+            env = tree_env(tree)
             agent = es.enter_context(
                 agent_process(config, directory / f"agent{i}" / "agent.log", PORTS, env=env)
             )
@@ -143,13 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=RESULTS / "probe_compare.json")
     args = p.parse_args(argv)
     trees = [t.resolve() for t in args.tree]
-    missing = [str(t) for t in trees if not (t / ".mypy" / "relaywatch").exists()]
+    missing = missing_trees(trees)
     if missing or not 1 <= args.requests <= 5000:
         p.error(f"checkouts need .mypy/relaywatch (missing: {missing}); requests 1..5000")
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     try:
-        res = {"at": started, "machine": machine(), "agent_interpreter": agent_venv_info()}
-        res |= run(trees, args.requests)
+        res = result_header() | {"agent_interpreter": agent_venv_info()} | run(trees, args.requests)
     except BenchError as exc:
         print(f"probe_compare: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,6 @@ Writes bench/results/pss_compare.json; exit 0 when it ran, 1 when something fail
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import statistics
 import sys
@@ -30,9 +29,12 @@ from common import (
     agent_process,
     agent_venv_info,
     loadavg,
-    machine,
+    missing_trees,
     relay_process,
+    result_header,
+    tree_env,
     write_agent_config,
+    write_default_config,
 )
 from relaywatch.lab.pki import make_lab_pki
 
@@ -45,15 +47,13 @@ def _config(directory: Path, profile: Path, targets: Sequence[str], mode: str) -
         return write_agent_config(
             directory / "twenty.yml", profile, targets[:TARGETS], "1s", path_traces=False
         )
-    cfg = directory / "default.yml"  # the shipped defaults, two lab targets for the two Microsoft 365 ones
-    cfg.write_text(f"profile: {profile}\ntargets:\n" + "".join(f"  - target: {t}\n" for t in targets[:2]))
-    return cfg
+    return write_default_config(directory / "default.yml", profile, targets[:2])
 
 
 def _pss(tree: Path, config: Path, directory: Path, settle_s: float) -> dict[str, Any]:
     """The agent's environment carries PYTHONPATH, so an exec'd worker runs the same tree. Each run starts
     from an empty state directory of its own: a baseline left by the run before would load with it."""
-    env = {"PYTHONPATH": str(tree / ".mypy")}
+    env = tree_env(tree)
     run = Path(tempfile.mkdtemp(prefix="run-", dir=directory))
     with agent_process(config, run / "agent.log", PORTS, env=env) as agent:
         time.sleep(settle_s)
@@ -68,13 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=RESULTS / "pss_compare.json")
     args = p.parse_args(argv)
     trees = [t.resolve() for t in args.tree]
-    missing = [str(t) for t in trees if not (t / ".mypy" / "relaywatch").exists()]
+    missing = missing_trees(trees)
     if len(trees) < 2 or missing or not 1 <= args.rounds <= 10 or not 5 <= args.settle_s <= 600:
         p.error(
             f"two or more checkouts with .mypy/relaywatch (missing: {missing}), rounds 1..10, settle 5..600"
         )
     rows: list[dict[str, Any]] = []
-    res: dict[str, Any] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine()}
+    res = result_header()
     try:
         with tempfile.TemporaryDirectory(prefix="relaywatch-pss-") as tmp:
             directory = Path(tmp)

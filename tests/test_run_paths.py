@@ -18,7 +18,7 @@ from relaywatch.path.client import Tracer
 from relaywatch.path.judge import unavailable
 from relaywatch.path.model import PathResult
 from relaywatch.run.config import Config, TargetConfig, parse_config
-from relaywatch.run.evidence import PathRunner
+from relaywatch.run.evidence import BACKLOG_PER_TRACER, PathRunner
 from relaywatch.run.scheduler import failed_result
 from relaywatch.run.state import AgentState, Change
 
@@ -101,6 +101,29 @@ def test_traces_are_bounded_and_new_addresses_go_first(tmp_path: Path) -> None:
         first_new = min(i for i, a in enumerate(SlowTracer.order) if a in new)
         last_new = max(i for i, a in enumerate(SlowTracer.order) if a in new)
         assert first_new <= 3 and last_new < 20 + 3
+    finally:
+        paths.stop()
+
+
+def test_a_few_traces_share_one_tracer_process(tmp_path: Path) -> None:
+    # two targets' new addresses, as after a start with the default config: one tracer does both in turn
+    # (a second process would cost its start and ~22 MB for a trace that waits a second); a burst gets more
+    SlowTracer.now = SlowTracer.most = SlowTracer.made = 0
+    SlowTracer.order = []
+    state = AgentState(_config(tmp_path, 2 + BACKLOG_PER_TRACER, concurrency=2))
+    paths = PathRunner(state, lambda: SlowTracer(hold=0.2))
+    try:
+        targets = state.config.targets
+        for i, tc in enumerate(targets[:2], start=1):
+            r = _result(tc, f"192.0.2.{i}")
+            paths(tc, [r], state.record(tc, [r]))
+        _drain(paths)
+        assert (SlowTracer.made, SlowTracer.most, len(SlowTracer.order)) == (1, 1, 2)
+        for i, tc in enumerate(targets, start=11):  # more waiting than one tracer is left with
+            r = _result(tc, f"192.0.2.{i}")
+            paths(tc, [r], state.record(tc, [r]))
+        _drain(paths)
+        assert SlowTracer.most == 2 and SlowTracer.made <= 3 and len(SlowTracer.order) == 2 + len(targets)
     finally:
         paths.stop()
 

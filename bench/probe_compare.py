@@ -11,8 +11,10 @@ agent's own interpreter (common.agent_python), 20 lab targets at a 1 h interval 
 CPU per `/probe` is each tool's whole process tree over its own turns (a request and the pause after
 it), divided by its requests: the other tools' turns are left out, so a tool's idle CPU does not grow with
 the number of tools. Wall is the median and the 90th percentile of its successful requests; failed ones
-are counted apart. Writes bench/results/probe_compare.json; exit 0 when it ran, 1 when something failed to
-run or an answer was not a successful probe.
+are counted apart. The whole run's CPU per request is reported beside it (with the others' turns: idle
+CPU, and work a request caused after its pause): the two bracket the cost. Writes
+bench/results/probe_compare.json; exit 0 when it ran, 1 when something failed to run or an answer was not
+a successful probe.
 """
 
 from __future__ import annotations
@@ -117,24 +119,35 @@ def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
         for tool in tools:  # warm-up: every relay once (first connections, caches, thread pools)
             for hp in hostports:
                 http_get(HOST, tool.port, tool.path(hp))
-        load = loadavg()
+        load, whole = loadavg(), [t.cpu() for t in tools]
         for i in range(requests):
             hp = hostports[i % len(hostports)]
             for k in range(len(tools)):
                 _turn(tools[(i + k) % len(tools)], hp)
         rows = []
-        for tool in tools:
+        for tool, c0 in zip(tools, whole, strict=True):
             rows.append(
                 {
                     "tool": tool.name,
                     "requests": requests,
                     "failed": tool.failed,
                     "cpu_ms_per_probe": tool.cpu_s * 1000 / requests,
-                    "wall_ms_median": statistics.median(tool.walls) if tool.walls else float("nan"),
-                    "wall_ms_p90": quantile(tool.walls, 0.9) if tool.walls else float("nan"),
+                    # beside it, the whole run (the other tools' turns too): idle CPU and work that came
+                    # after a turn's pause; the two bracket the cost
+                    "cpu_ms_per_probe_whole_run": (tool.cpu() - c0) * 1000 / requests,
+                    "wall_ms_median": statistics.median(tool.walls) if tool.walls else None,
+                    "wall_ms_p90": quantile(tool.walls, 0.9) if tool.walls else None,
                 }
             )
         return {"load_start": load, "load_end": loadavg(), "rows": rows}
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return f"{value / base:.2f}x" if value is not None and base else "n/a"
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:5.2f} ms" if value is not None else "n/a"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,11 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     bb = res["rows"][-1]
     for row in res["rows"]:
-        ratio = row["cpu_ms_per_probe"] / bb["cpu_ms_per_probe"], row["wall_ms_median"] / bb["wall_ms_median"]
+        cpu, whole, median = row["cpu_ms_per_probe"], row["cpu_ms_per_probe_whole_run"], row["wall_ms_median"]
         print(
-            f"{row['tool'][:50]:50s} CPU {row['cpu_ms_per_probe']:5.2f} ms ({ratio[0]:.2f}x)  wall median "
-            f"{row['wall_ms_median']:5.2f} ms ({ratio[1]:.2f}x), p90 {row['wall_ms_p90']:5.2f}  "
-            f"failed {row['failed']}"
+            f"{row['tool'][:50]:50s} CPU {cpu:5.2f} ms ({_ratio(cpu, bb['cpu_ms_per_probe'])}; whole run "
+            f"{whole:5.2f}, {_ratio(whole, bb['cpu_ms_per_probe_whole_run'])})  wall median {_ms(median)} "
+            f"({_ratio(median, bb['wall_ms_median'])}), p90 {_ms(row['wall_ms_p90'])}  failed {row['failed']}"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(res, indent=1))

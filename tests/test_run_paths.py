@@ -128,6 +128,29 @@ def test_a_few_traces_share_one_tracer_process(tmp_path: Path) -> None:
         paths.stop()
 
 
+def test_a_thread_that_cannot_start_strands_no_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    SlowTracer.order = []
+    state = AgentState(_config(tmp_path, 2, concurrency=2))
+    paths = PathRunner(state, SlowTracer)
+    start, refused = threading.Thread.start, list[threading.Thread]()
+
+    def start_but_the_first(thread: threading.Thread) -> None:
+        if thread.name == "path" and not refused:  # a pids limit, once
+            refused.append(thread)
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_but_the_first)
+    try:
+        for i, tc in enumerate(state.config.targets, start=1):
+            r = _result(tc, f"192.0.2.{i}")
+            paths(tc, [r], state.record(tc, [r]))
+        _drain(paths)
+        assert refused and sorted(SlowTracer.order) == ["192.0.2.1", "192.0.2.2"]
+    finally:
+        paths.stop()
+
+
 def test_an_address_is_queued_once(tmp_path: Path) -> None:
     SlowTracer.order = []
     state = AgentState(_config(tmp_path, 1, concurrency=1))

@@ -79,12 +79,23 @@ class PathRunner:
                 self._queued.add(key)
                 job = _Job(key, tc.target.port, not tc.target.starttls)
                 heapq.heappush(self._queue, (URGENT if urgent else ROUTINE, next(self._seq), job))
+                # an urgent trace behind a busy tracer waits for the trace in flight (at most its deadline,
+                # 3 x path.timeout + 15 s): evidence, not the verdict, and it is next in the queue
                 backlog = len(self._queue) > BACKLOG_PER_TRACER * self._threads
                 if self._threads < settings.concurrency and (self._threads == 0 or backlog):
-                    self._threads += 1
-                    threading.Thread(target=self._slot, name="path", daemon=True).start()
+                    self._start_slot()
                 else:
                     self._work.notify()
+
+    def _start_slot(self) -> None:
+        """Under the lock. A thread that cannot start leaves no count behind: the next trace queued tries
+        again, and the ones waiting are not stranded behind a thread that does not exist."""
+        self._threads += 1
+        try:
+            threading.Thread(target=self._slot, name="path", daemon=True).start()
+        except RuntimeError as exc:  # out of threads (a container's pids limit)
+            self._threads -= 1
+            log.error("cannot start a path tracing thread: %s", exc)
 
     def _forget(self, target: str, current: set[str | None] | None) -> None:
         """Addresses of `target` that left DNS (None: not known this round), and targets a reload dropped."""

@@ -14,7 +14,7 @@ the number of tools. Wall is the median and the 90th percentile of its successfu
 are counted apart. The whole run's CPU per request is reported beside it (with the others' turns: idle
 CPU, and work a request caused after its pause): the two bracket the cost. Writes
 bench/results/probe_compare.json; exit 0 when it ran, 1 when something failed to run or an answer was not
-a successful probe.
+a successful probe. Then `/-/healthy` the same way: HTTP alone, the floor each tool's `/probe` stands on.
 """
 
 from __future__ import annotations
@@ -59,33 +59,48 @@ PAUSE_S = 0.01  # between requests: each tool answers one at a time
 
 
 @dataclass
+class Stats:
+    walls: list[float] = field(default_factory=list)  # ms, successful requests only
+    failed: int = 0
+    cpu_s: float = 0.0  # over its own turns
+
+    def row(self, requests: int) -> dict[str, Any]:
+        return {
+            "requests": requests,
+            "failed": self.failed,
+            "cpu_ms_per_request": self.cpu_s * 1000 / requests,
+            "wall_ms_median": statistics.median(self.walls) if self.walls else None,
+            "wall_ms_p90": quantile(self.walls, 0.9) if self.walls else None,
+        }
+
+
+@dataclass
 class Tool:
     name: str
     port: int
     path: Callable[[str], str]
     ok: Callable[[bytes], bool]
     cpu: Callable[[], float]
-    walls: list[float] = field(default_factory=list)  # ms, successful requests only
-    failed: int = 0
-    cpu_s: float = 0.0  # over its own turns
+    probe: Stats = field(default_factory=Stats)
+    healthy: Stats = field(default_factory=Stats)  # HTTP alone: what /probe costs beyond it is the probe's
 
 
-def _turn(tool: Tool, hostport: str) -> None:
+def _turn(tool: Tool, stats: Stats, path: str, ok: Callable[[bytes], bool]) -> None:
     """One request and the pause after it, the tool's CPU read around both (what it does after it has
     answered, such as a worker's tail, is still its own)."""
     c0, w0 = tool.cpu(), time.perf_counter()
     try:
-        status, body = http_get(HOST, tool.port, tool.path(hostport))
-        good = status == 200 and tool.ok(body)
+        status, body = http_get(HOST, tool.port, path)
+        good = status == 200 and ok(body)
     except OSError:
         good = False
     wall = (time.perf_counter() - w0) * 1000
     time.sleep(PAUSE_S)
-    tool.cpu_s += tool.cpu() - c0
+    stats.cpu_s += tool.cpu() - c0
     if good:
-        tool.walls.append(wall)
+        stats.walls.append(wall)
     else:
-        tool.failed += 1
+        stats.failed += 1
 
 
 def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
@@ -123,20 +138,25 @@ def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
         for i in range(requests):
             hp = hostports[i % len(hostports)]
             for k in range(len(tools)):
-                _turn(tools[(i + k) % len(tools)], hp)
+                tool = tools[(i + k) % len(tools)]
+                _turn(tool, tool.probe, tool.path(hp), tool.ok)
+        wholes = [(t.cpu() - c0) * 1000 / requests for t, c0 in zip(tools, whole, strict=True)]
+        for i in range(requests):
+            for k in range(len(tools)):
+                tool = tools[(i + k) % len(tools)]
+                _turn(tool, tool.healthy, "/-/healthy", lambda body: True)
         rows = []
-        for tool, c0 in zip(tools, whole, strict=True):
+        for tool, whole_ms in zip(tools, wholes, strict=True):
+            probe = tool.probe.row(requests)
             rows.append(
                 {
                     "tool": tool.name,
-                    "requests": requests,
-                    "failed": tool.failed,
-                    "cpu_ms_per_probe": tool.cpu_s * 1000 / requests,
+                    **{k: v for k, v in probe.items() if k != "cpu_ms_per_request"},
+                    "cpu_ms_per_probe": probe["cpu_ms_per_request"],
                     # beside it, the whole run (the other tools' turns too): idle CPU and work that came
                     # after a turn's pause; the two bracket the cost
-                    "cpu_ms_per_probe_whole_run": (tool.cpu() - c0) * 1000 / requests,
-                    "wall_ms_median": statistics.median(tool.walls) if tool.walls else None,
-                    "wall_ms_p90": quantile(tool.walls, 0.9) if tool.walls else None,
+                    "cpu_ms_per_probe_whole_run": whole_ms,
+                    "healthy": tool.healthy.row(requests),
                 }
             )
         return {"load_start": load, "load_end": loadavg(), "rows": rows}
@@ -173,10 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{whole:5.2f}, {_ratio(whole, bb['cpu_ms_per_probe_whole_run'])})  wall median {_ms(median)} "
             f"({_ratio(median, bb['wall_ms_median'])}), p90 {_ms(row['wall_ms_p90'])}  failed {row['failed']}"
         )
+    for row in res["rows"]:
+        h, bh = row["healthy"], bb["healthy"]
+        print(
+            f"{row['tool'][:50]:50s} /-/healthy: CPU {h['cpu_ms_per_request']:5.2f} ms "
+            f"({_ratio(h['cpu_ms_per_request'], bh['cpu_ms_per_request'])})  wall median "
+            f"{_ms(h['wall_ms_median'])} ({_ratio(h['wall_ms_median'], bh['wall_ms_median'])})  "
+            f"failed {h['failed']}"
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(res, indent=1))
     print(f"\nwrote {args.output}; load {res['load_start']} -> {res['load_end']}")
-    return 0 if not any(row["failed"] for row in res["rows"]) else 1
+    return 0 if not any(row["failed"] or row["healthy"]["failed"] for row in res["rows"]) else 1
 
 
 if __name__ == "__main__":

@@ -268,7 +268,7 @@ def _compile_tree(package: str) -> None:
 
 @contextlib.contextmanager
 def path_workers_under_agent_python() -> Iterator[None]:
-    """Path workers that this process starts (path.client.Tracer, trace_path) run under the agent's
+    """Path workers that this process starts (path.client.Tracer) run under the agent's
     interpreter while inside, through the agent's own seam for that, RELAYWATCH_PATH_WORKER; the
     environment is as it was afterwards."""
     scope = {

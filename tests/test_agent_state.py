@@ -83,12 +83,16 @@ def test_path_worker_keeps_scapy_out_of_the_agent() -> None:
     import socket
     import sys
 
-    from relaywatch.path.client import trace_path
+    from relaywatch.path.client import Tracer
 
+    tracer = Tracer()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        result = trace_path("127.0.0.1", s.getsockname()[1], max_hops=2, timeout=0.5)
+        try:
+            result = tracer.trace("127.0.0.1", s.getsockname()[1], max_hops=2, timeout=0.5)
+        finally:
+            tracer.close()
     assert result.status == "terminated_at_destination" and result.terminating_hop == 1
     assert not [m for m in sys.modules if m.startswith("scapy")]
 

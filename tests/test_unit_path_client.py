@@ -15,10 +15,19 @@ from pathlib import Path
 import pytest
 from relaywatch.codec import encode
 from relaywatch.path import client
-from relaywatch.path.client import Tracer, trace_path
+from relaywatch.path.client import Tracer
 from relaywatch.path.model import PathResult, PathTrace, SentSyn, WorkerAnswer
 
 ANSWER = encode(WorkerAnswer(unavailable="stand-in measured nothing")).decode()
+
+
+def _trace_once(address: str, port: int) -> PathResult:
+    """One trace through a Tracer of its own, closed after (as `check --path` does for one address)."""
+    tracer = Tracer()
+    try:
+        return tracer.trace(address, port)
+    finally:
+        tracer.close()
 
 
 def _worker(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
@@ -32,7 +41,7 @@ def _reason(result: PathResult) -> str:
 
 def test_a_worker_that_dies_is_reported_with_its_last_words(monkeypatch: pytest.MonkeyPatch) -> None:
     _worker(monkeypatch, "import sys; sys.stderr.write('warming up\\nno module named scapy\\n'); sys.exit(1)")
-    assert _reason(trace_path("127.0.0.1", 25)) == "path worker failed (exit 1): no module named scapy"
+    assert _reason(_trace_once("127.0.0.1", 25)) == "path worker failed (exit 1): no module named scapy"
 
 
 @pytest.mark.parametrize(
@@ -49,13 +58,13 @@ def test_a_helper_that_fails_at_once_says_why(
     # a small native helper fails before the request is even written (a broken pipe): same reason
     monkeypatch.setenv("RELAYWATCH_PATH_WORKER", shlex.join(["/bin/sh", "-c", script, "helper"]))
     for _ in range(3):
-        assert _reason(trace_path("127.0.0.1", 25)) == reason
+        assert _reason(_trace_once("127.0.0.1", 25)) == reason
 
 
 def test_a_worker_that_stops_answering_but_lingers_is_ended(monkeypatch: pytest.MonkeyPatch) -> None:
     _worker(monkeypatch, "import os, sys, time; sys.stdin.readline(); os.close(1); time.sleep(30)")
     started = time.monotonic()
-    assert _reason(trace_path("127.0.0.1", 25)) == "path worker failed (still running): no output"
+    assert _reason(_trace_once("127.0.0.1", 25)) == "path worker failed (still running): no output"
     assert time.monotonic() - started < 10 and not client._running
 
 
@@ -63,7 +72,7 @@ def test_an_answer_for_another_address_is_not_taken(monkeypatch: pytest.MonkeyPa
     for address, port in (("192.0.2.9", 25), ("127.0.0.1", 587)):  # another host, or another port
         other = encode(WorkerAnswer(PathTrace(address, port, (), (), None, None, SentSyn(1460, 64240, 7))))
         _worker(monkeypatch, f"import sys\nfor _ in sys.stdin: print({other.decode()!r}, flush=True)")
-        assert _reason(trace_path("127.0.0.1", 25)) == "the path worker answered for another address"
+        assert _reason(_trace_once("127.0.0.1", 25)) == "the path worker answered for another address"
 
 
 def test_a_chatty_worker_does_not_block_on_its_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +83,7 @@ def test_a_chatty_worker_does_not_block_on_its_stderr(monkeypatch: pytest.Monkey
         f"print({ANSWER!r}, flush=True); sys.stdin.read()",
     )
     started = time.monotonic()
-    assert _reason(trace_path("127.0.0.1", 25)) == "stand-in measured nothing"
+    assert _reason(_trace_once("127.0.0.1", 25)) == "stand-in measured nothing"
     assert time.monotonic() - started < 10
 
 
@@ -103,7 +112,7 @@ def test_a_bad_answer_ends_the_worker_with_the_reason(
     result = tracer.trace("127.0.0.1", 25)
     assert reason in _reason(result)
     assert time.monotonic() - started < 8  # the deadline, then at most close()'s wait and kill
-    assert tracer._proc is None and not client._running  # the next trace starts another
+    assert tracer._worker is None and not client._running  # the next trace starts another
     with pytest.raises(ProcessLookupError):  # and this one is gone, not only forgotten
         os.kill(int(pid_file.read_text()), 0)
 
@@ -112,12 +121,12 @@ def test_an_answer_of_exactly_the_limit_is_taken(monkeypatch: pytest.MonkeyPatch
     # the bound is on the line, not on how the pipe cut it: MAX_OUTPUT bytes (JSON padded with spaces) pass
     padded = f"{ANSWER!r} + ' ' * {client.MAX_OUTPUT - len(ANSWER)}"
     _worker(monkeypatch, f"import sys\nfor _ in sys.stdin: print({padded}, flush=True)")
-    assert _reason(trace_path("127.0.0.1", 25)) == "stand-in measured nothing"
+    assert _reason(_trace_once("127.0.0.1", 25)) == "stand-in measured nothing"
 
 
 def test_a_worker_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELAYWATCH_PATH_WORKER", "/nonexistent/relaywatch-path-helper")
-    assert _reason(trace_path("127.0.0.1", 25)).startswith("cannot start the path worker: No such file")
+    assert _reason(_trace_once("127.0.0.1", 25)).startswith("cannot start the path worker: No such file")
 
 
 def test_one_worker_serves_consecutive_traces(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,7 +156,7 @@ def test_a_flood_on_stdout_is_refused_and_nothing_outlives_the_worker(
     )
     before = {t.ident for t in threading.enumerate()}
     started = time.monotonic()
-    assert _reason(trace_path("127.0.0.1", 25)) == "the path worker sent an oversized answer"
+    assert _reason(_trace_once("127.0.0.1", 25)) == "the path worker sent an oversized answer"
     assert time.monotonic() - started < 10
     assert not [t for t in threading.enumerate() if t.ident not in before and t.name == "path-output"]
     assert not client._running

@@ -3,7 +3,7 @@
 One way for every caller: a Tracer keeps one worker process (`--serve`) for consecutive traces and closes it
 when idle, so scapy's import (most of a trace's CPU, measured in bench/agent_cost.py) is paid once for a
 batch, and its memory is held only while there is tracing to do. `relaywatch check --path` traces its
-target's addresses through one Tracer too (trace_path() for a single one)."""
+target's addresses through one Tracer too."""
 
 from __future__ import annotations
 
@@ -46,17 +46,6 @@ def _deadline(timeout: float) -> float:
     return timeout * 3 + 15
 
 
-def trace_path(
-    address: str, port: int, max_hops: int = 16, timeout: float = 2.0, implicit_tls: bool = False
-) -> PathResult:
-    """One trace in a worker process of its own, ended with it."""
-    tracer = Tracer()
-    try:
-        return tracer.trace(address, port, max_hops, timeout, implicit_tls)
-    finally:
-        tracer.close()
-
-
 def _judged(doc: WorkerAnswer) -> PathResult:
     if doc.trace is None:
         return unavailable((doc.unavailable or "no trace")[:300])
@@ -69,27 +58,17 @@ class Tracer:
     Not thread-safe: one per tracing thread."""
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._output: _Output | None = None  # the running worker's readers
+        self._worker: _Worker | None = None
         self.started = 0  # worker processes started (the benchmark and the tests read it)
 
     def trace(
         self, address: str, port: int, max_hops: int = 16, timeout: float = 2.0, implicit_tls: bool = False
     ) -> PathResult:
         request = TraceRequest(address, port, max_hops, timeout, implicit_tls)
-        started = self._ensure()
-        if isinstance(started, str):
-            return unavailable(f"cannot start the path worker: {started}")
-        proc, output = started
-        assert proc.stdin is not None
-        answer: bytes | str  # the answer line, or why there is none
-        try:
-            proc.stdin.write(encode(request) + b"\n")
-            proc.stdin.flush()
-        except OSError:  # it died before reading the request: its last words say why
-            answer = output.failure(time.monotonic() + 2)
-        else:
-            answer = output.line(time.monotonic() + _deadline(timeout))
+        worker = self._ensure()
+        if isinstance(worker, str):
+            return unavailable(f"cannot start the path worker: {worker}")
+        answer = worker.ask(encode(request) + b"\n", time.monotonic() + _deadline(timeout))
         if isinstance(answer, str):
             self.close()
             return unavailable(answer)
@@ -103,44 +82,33 @@ class Tracer:
             return unavailable("the path worker answered for another address")
         return _judged(doc)
 
-    def _ensure(self) -> tuple[subprocess.Popen[bytes], _Output] | str:
-        """The running worker and its readers, or a new one; why not, when it cannot start."""
-        if self._proc is not None and self._output is not None and self._proc.poll() is None:
-            return self._proc, self._output
+    def _ensure(self) -> _Worker | str:
+        """The running worker, or a new one; why not, when it cannot start."""
+        if self._worker is not None and self._worker.proc.poll() is None:
+            return self._worker
         self.close()
         try:
             proc = subprocess.Popen(
                 [*_prefix(), "--serve"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,  # read beside stdout (_Output): its last line says why it failed
+                stderr=subprocess.PIPE,  # read beside stdout (_Worker): its last line says why it failed
             )
         except OSError as exc:
             return exc.strerror or type(exc).__name__
         with _lock:
             _running.add(proc)
-        self._proc, self._output, self.started = proc, _Output(proc), self.started + 1
-        return proc, self._output
+        self._worker, self.started = _Worker(proc), self.started + 1
+        return self._worker
 
     def close(self) -> None:
-        """End the worker: stdin closed (it exits), killed if it lingers."""
-        proc, output, self._proc, self._output = self._proc, self._output, None, None
-        if proc is None or output is None:
-            return
-        with _lock:
-            _running.discard(proc)
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait(2)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-        output.close()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
 
 
-class _Output:
-    """A worker's stdout and stderr, each read by a thread of its own while the worker lives: portable
+class _Worker:
+    """A worker process and its stdout and stderr, each read by a thread of its own while it lives: portable
     (Windows cannot select() on pipes) and never blocked by a chatty stderr. stdout's chunks wait in a
     bounded queue (a worker that writes without being asked blocks, it does not fill this process); of
     stderr only the last MAX_STDERR bytes are kept, for the reason a worker gives when it fails."""
@@ -148,8 +116,8 @@ class _Output:
     CHUNK = 65536
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None and proc.stderr is not None
-        self._proc, self._pipes = proc, (proc.stdout, proc.stderr)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self.proc, self._pipes = proc, (proc.stdout, proc.stderr)
         self._chunks: queue.Queue[bytes] = queue.Queue(maxsize=MAX_OUTPUT // self.CHUNK + 2)
         self._errs = bytearray()
         self._closed = threading.Event()
@@ -186,6 +154,16 @@ class _Output:
             self._errs += chunk
             del self._errs[:-MAX_STDERR]
 
+    def ask(self, request: bytes, deadline: float) -> bytes | str:
+        """The answer line to `request`, or why there is none."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(request)
+            self.proc.stdin.flush()
+        except OSError:  # it died before reading the request: its last words say why
+            return self.failure(time.monotonic() + 2)
+        return self.line(deadline)
+
     def line(self, deadline: float) -> bytes | str:
         """The next line of at most MAX_OUTPUT bytes before the deadline, or why there is none."""
         buf, end = bytearray(), -1
@@ -211,7 +189,7 @@ class _Output:
         """Why the worker ended: its exit status and the last line it wrote to stderr (read to its end,
         or to the deadline)."""
         try:
-            code = self._proc.wait(max(0.0, deadline - time.monotonic()))
+            code = self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             status = "still running"
         else:
@@ -222,8 +200,19 @@ class _Output:
         return f"path worker failed ({status}): {last[0][:200]}"
 
     def close(self) -> None:
-        """Once the worker is gone: the readers end at their pipes' end (a descendant still holding one
-        open keeps its daemon thread, never this caller, waiting)."""
+        """End the worker: stdin closed (it exits), killed if it lingers. Then the readers end at their
+        pipes' end (a descendant still holding one open keeps its daemon thread, never this caller,
+        waiting)."""
+        proc = self.proc
+        with _lock:
+            _running.discard(proc)
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(2)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
         self._closed.set()
         for thread in self._threads:
             thread.join(1.0)

@@ -25,6 +25,7 @@ from relaywatch.target import Target, TargetError, normalise_host, parse_target
 
 if TYPE_CHECKING:
     from relaywatch.analysis.profile import TrustProfile
+    from relaywatch.path.model import PathResult
 
 # Each command imports what it needs: `relaywatch run` keeps the TLS and X.509 stack out of its process.
 
@@ -219,21 +220,20 @@ def with_evidence(results: list[ProbeResult], path: bool) -> list[ProbeResult]:
     from relaywatch.path.judge import unavailable
 
     host = inventory()
-    out = []
+    if not path:
+        return [dataclasses.replace(r, path=None, host=host) for r in results]
+
+    def trace(r: ProbeResult) -> PathResult:
+        if r.record.address is None:
+            return unavailable("no address to trace")
+        target = r.record.target
+        return tracer.trace(r.record.address, target.port, implicit_tls=not target.starttls)
+
     tracer = Tracer()  # one worker process for all the addresses
     try:
-        for r in results:
-            trace = None
-            if path:
-                if r.record.address is None:
-                    trace = unavailable("no address to trace")
-                else:
-                    target = r.record.target
-                    trace = tracer.trace(r.record.address, target.port, implicit_tls=not target.starttls)
-            out.append(dataclasses.replace(r, path=trace, host=host))
+        return [dataclasses.replace(r, path=trace(r), host=host) for r in results]
     finally:
         tracer.close()
-    return out
 
 
 def _analyze(args: argparse.Namespace) -> int:

@@ -145,20 +145,17 @@ def run(trees: Sequence[Path], requests: int) -> dict[str, Any]:
             for k in range(len(tools)):
                 tool = tools[(i + k) % len(tools)]
                 _turn(tool, tool.healthy, "/-/healthy", lambda body: True)
-        rows = []
-        for tool, whole_ms in zip(tools, wholes, strict=True):
-            probe = tool.probe.row(requests)
-            rows.append(
-                {
-                    "tool": tool.name,
-                    **{k: v for k, v in probe.items() if k != "cpu_ms_per_request"},
-                    "cpu_ms_per_probe": probe["cpu_ms_per_request"],
-                    # beside it, the whole run (the other tools' turns too): idle CPU and work that came
-                    # after a turn's pause; the two bracket the cost
-                    "cpu_ms_per_probe_whole_run": whole_ms,
-                    "healthy": tool.healthy.row(requests),
-                }
-            )
+        rows = [
+            {
+                "tool": tool.name,
+                **tool.probe.row(requests),
+                # beside it, the whole run (the other tools' turns too): idle CPU and work that came after a
+                # turn's pause; the two bracket the cost
+                "cpu_ms_per_request_whole_run": whole_ms,
+                "healthy": tool.healthy.row(requests),
+            }
+            for tool, whole_ms in zip(tools, wholes, strict=True)
+        ]
         return {"load_start": load, "load_end": loadavg(), "rows": rows}
 
 
@@ -187,10 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     bb = res["rows"][-1]
     for row in res["rows"]:
-        cpu, whole, median = row["cpu_ms_per_probe"], row["cpu_ms_per_probe_whole_run"], row["wall_ms_median"]
+        cpu, whole = row["cpu_ms_per_request"], row["cpu_ms_per_request_whole_run"]
+        median = row["wall_ms_median"]
         print(
-            f"{row['tool'][:50]:50s} CPU {cpu:5.2f} ms ({_ratio(cpu, bb['cpu_ms_per_probe'])}; whole run "
-            f"{whole:5.2f}, {_ratio(whole, bb['cpu_ms_per_probe_whole_run'])})  wall median {_ms(median)} "
+            f"{row['tool'][:50]:50s} CPU {cpu:5.2f} ms ({_ratio(cpu, bb['cpu_ms_per_request'])}; whole run "
+            f"{whole:5.2f}, {_ratio(whole, bb['cpu_ms_per_request_whole_run'])})  wall median {_ms(median)} "
             f"({_ratio(median, bb['wall_ms_median'])}), p90 {_ms(row['wall_ms_p90'])}  failed {row['failed']}"
         )
     for row in res["rows"]:

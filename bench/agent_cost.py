@@ -313,11 +313,12 @@ def _batch_of_traces(relays: Relays, batch: int) -> dict[str, Any]:
     batch_sampler: _PeakMemory | None = None
     for i in range(batch):
         statuses.append(str(tracer.trace(relays.hosts[i % len(relays.hosts)], relays.port, 16, 2.0).status))
-        if tracer._proc is not None:
+        if tracer._worker is not None:
+            pid = tracer._worker.proc.pid
             if batch_sampler is None:
-                batch_sampler = _PeakMemory(tracer._proc.pid)
+                batch_sampler = _PeakMemory(pid)
             with contextlib.suppress(OSError, ValueError):
-                for line in Path(f"/proc/{tracer._proc.pid}/status").read_text().splitlines():
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
                         hwm = max(hwm, int(line.split()[1]) / 1024)
     wall = time.monotonic() - t0

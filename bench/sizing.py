@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from relaywatch.lab.demo import running_lab
 
-from tests.agent_helpers import lab_config, run_agent, wait_for
+from tests.agent_helpers import lab_config, run_agent
+from tests.support import wait_for
 
 
 def main() -> int:

@@ -12,6 +12,8 @@ export PYTHONPATH="$PWD/.mypy${PYTHONPATH:+:$PYTHONPATH}"
 python3 -m ruff check .
 python3 -m ruff format --check .
 python3 -m mypy
+# the benchmarks too: scripts that import their shared bench/common.py by name
+MYPYPATH="$PWD/bench" python3 -m mypy bench
 
 lane() {  # one pytest run; exit 5 (nothing selected, e.g. `-k` names tests of the other lane only) passes
   local rc=0

@@ -67,6 +67,7 @@ from common import (
     path_workers_under_agent_python,
     relay_process,
     result_header,
+    tree,
     write_agent_config,
     write_default_config,
 )
@@ -261,7 +262,48 @@ def path_trace_cost(relays: Relays, profile: Path, batch: int = 10, pairs: int =
     with path_workers_under_agent_python():  # as the agent (and `check --path`) start them
         one = _one_trace(relays, profile, pairs)
         batched = _batch_of_traces(relays, batch)
-    return {"one": one, "batch": batched}
+    return {"one": one, "batch": batched, "agent": _agent_traces(relays, profile, batch)}
+
+
+def _agent_traces(
+    relays: Relays, profile: Path, traces: int, pairs: int = 2, window_s: float = 20.0
+) -> dict[str, Any]:
+    """Traces as the agent runs them, end to end: `relaywatch run` with `traces` new lab addresses (one
+    round at a 1 h interval), path tracing on against off, alternating; each agent's whole process tree
+    over the same window, by which time its tracer processes have exited (IDLE_S after their last trace)
+    and been reaped by it."""
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    tracers: list[int] = []
+    peak = 0.0
+    with tempfile.TemporaryDirectory(prefix="relaywatch-traces-") as tmp:
+        for i in range(2 * pairs):
+            on = i % 2 == 0
+            run = Path(tmp) / str(i)
+            run.mkdir()
+            cfg = write_agent_config(run / "agent.yml", profile, relays.targets(traces), "1h", path_traces=on)
+            with agent_process(cfg, run / "agent.log", PORTS) as agent:
+                seen: set[int] = set()
+                deadline = time.monotonic() + window_s
+                while time.monotonic() < deadline:
+                    pss = 0.0  # of the tracer processes alive at once
+                    for proc in tree(agent.proc.pid):
+                        with contextlib.suppress(psutil.Error):
+                            if "relaywatch.path.worker" in proc.cmdline():
+                                seen.add(proc.pid)
+                                pss += proc.memory_full_info().pss / MB
+                    peak = max(peak, pss)
+                    time.sleep(0.1)
+                cpu[on].append(agent.tree_cpu_s())
+                if on:
+                    tracers.append(len(seen))
+    return {
+        "traces": traces,
+        "cpu_s_per_trace": (statistics.median(cpu[True]) - statistics.median(cpu[False])) / traces,
+        "agent_cpu_s": {"path_on": cpu[True], "path_off": cpu[False]},
+        "tracer_processes": tracers,
+        "tracers_peak_pss_mb": peak,  # beside the agent: the sum over its tracers at the busiest sample
+        "window_s": window_s,
+    }
 
 
 def _check(relays: Relays, profile: Path, path: bool) -> dict[str, Any]:
@@ -416,7 +458,11 @@ def report(res: dict[str, Any]) -> None:
             f"    {batch['traces']} traces in one tracer process: CPU "
             f"{batch['cpu_s_per_trace']:.3f} s a trace, peak PSS {batch.get('peak_pss_mb', 0):.1f} MB (USS "
             f"{batch.get('peak_uss_mb', 0):.1f}, RSS {batch['peak_rss_mb']:.1f}), "
-            f"wall {batch['wall_s_per_trace']:.2f} s a trace"
+            f"wall {batch['wall_s_per_trace']:.2f} s a trace;\n"
+            f"    as the agent runs them ({pt['agent']['traces']} new addresses, path on against off, whole "
+            f"tree): CPU {pt['agent']['cpu_s_per_trace']:.3f} s a trace, tracer processes "
+            f"{pt['agent']['tracer_processes']}, their peak PSS together "
+            f"{pt['agent']['tracers_peak_pss_mb']:.1f} MB"
         )
     else:
         print(f"(e) path trace: {pt}")
